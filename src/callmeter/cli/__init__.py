@@ -1,0 +1,25 @@
+"""The ``callmeter`` command line (typer + rich). One module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="callmeter",
+    help="What each AI agent call cost and where every second went.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print callmeter's version."""
+    from .. import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point of the ``callmeter`` script."""
+    app()

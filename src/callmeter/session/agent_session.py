@@ -1,0 +1,317 @@
+"""AgentSession: one call. Emits events, offers measurement helpers, tracks its lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from contextvars import Token
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from ..errors import InvalidArgumentError
+from ..metrics.events import CloseEvent, MetricsCollectedEvent, SessionStartedEvent
+from ..metrics.types import AgentMetrics
+from ..metrics.usage import UsageCollector, UsageSummary
+from .context import current_session_var
+from .emitter import EventEmitter
+from .timers import LLMGeneration, STTRequest, ToolCall, TTSRequest
+from .turn import Turn
+
+logger = logging.getLogger("callmeter.session")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_str(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgumentError(f"{name} must be a str or None, got {type(value).__name__}")
+
+
+class AgentSession(EventEmitter):
+    """One agent session ("call").
+
+    Events: ``metrics_collected`` (:class:`MetricsCollectedEvent`), ``session_started``
+    (:class:`SessionStartedEvent`) and ``close`` (:class:`CloseEvent`). ``session_id`` is
+    generated when not given; ``agent_name`` and ``labels`` ride on every event.
+    Use as ``with session:`` / ``async with session:`` or call :meth:`start` and
+    :meth:`close`. :attr:`usage` is the summary of everything this session measured.
+    """
+
+    def __init__(
+        self,
+        session_id: str | None = None,
+        agent_name: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        _check_str("session_id", session_id)
+        _check_str("agent_name", agent_name)
+        if labels is not None:
+            if not isinstance(labels, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+            ):
+                raise InvalidArgumentError(f"labels must be a dict of str to str, got {labels!r}")
+            labels = dict(labels)
+        self.session_id: str = session_id or f"call_{uuid.uuid4().hex[:16]}"
+        self.agent_name = agent_name
+        self.labels = labels
+        self._collector = UsageCollector(keep_metrics=False)
+        self._started_wall: float | None = None
+        self._started_perf: float | None = None
+        self._duration: float | None = None
+        self._context_tokens: list[Token[AgentSession | None]] = []
+
+    def __repr__(self) -> str:
+        return f"AgentSession(session_id={self.session_id!r}, agent_name={self.agent_name!r})"
+
+    # lifecycle -----------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` ran."""
+        return self._started_perf is not None
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._duration is not None
+
+    @property
+    def started_at(self) -> float | None:
+        """Wall-clock start time (seconds since the epoch), or None before :meth:`start`."""
+        return self._started_wall
+
+    @property
+    def duration(self) -> float:
+        """Wall-clock seconds from start to close (to now while open; 0 before start)."""
+        if self._duration is not None:
+            return self._duration
+        if self._started_perf is None:
+            return 0.0
+        return time.perf_counter() - self._started_perf
+
+    def start(self) -> None:
+        """Start the session and emit ``session_started``. A second call does nothing."""
+        if self._started_perf is not None:
+            return
+        self._started_wall = time.time()
+        self._started_perf = time.perf_counter()
+        self.emit(
+            "session_started",
+            SessionStartedEvent(
+                session_id=self.session_id,
+                created_at=self._started_wall,
+                agent_name=self.agent_name,
+                labels=self.labels,
+            ),
+        )
+
+    def close(self, error: str | None = None) -> None:
+        """Close the session and emit ``close`` with its duration. A second call does nothing."""
+        if self._duration is not None:
+            return
+        if self._started_perf is None:
+            self.start()
+        assert self._started_perf is not None
+        self._duration = time.perf_counter() - self._started_perf
+        self.emit(
+            "close",
+            CloseEvent(
+                session_id=self.session_id,
+                created_at=time.time(),
+                duration=self._duration,
+                agent_name=self.agent_name,
+                labels=self.labels,
+                error=error,
+            ),
+        )
+
+    async def aclose(self, error: str | None = None) -> None:
+        """Close the session, then wait for async handlers already scheduled to finish."""
+        self.close(error)
+        await self.drain()
+
+    def _enter(self) -> None:
+        self.start()
+        self._context_tokens.append(current_session_var.set(self))
+
+    def _leave(self) -> None:
+        if self._context_tokens:
+            with contextlib.suppress(ValueError):  # left in another context than entered
+                current_session_var.reset(self._context_tokens.pop())
+
+    def __enter__(self) -> AgentSession:
+        self._enter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._leave()
+        self.close(exc_type.__name__ if exc_type else None)
+
+    async def __aenter__(self) -> AgentSession:
+        self._enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._leave()
+        await self.aclose(exc_type.__name__ if exc_type else None)
+
+    # metrics ---------------------------------------------------------------------------
+
+    def emit_metrics(self, metrics: AgentMetrics) -> None:
+        """Record a metrics event: add it to :attr:`usage` and emit ``metrics_collected``.
+
+        Sources (integrations, the measurement helpers) call this. Never raises.
+        """
+        try:
+            self._collector.collect(metrics)
+        except Exception:
+            logger.exception("callmeter: collecting %r failed", metrics)
+        if "metrics_collected" in self._handlers:
+            self.emit(
+                "metrics_collected",
+                MetricsCollectedEvent(
+                    metrics=metrics,
+                    session_id=self.session_id,
+                    created_at=time.time(),
+                    agent_name=self.agent_name,
+                    labels=self.labels,
+                ),
+            )
+
+    @property
+    def usage(self) -> UsageSummary:
+        """Summary of every metrics event this session recorded (a copy)."""
+        return self._collector.get_summary()
+
+    # measurement helpers ---------------------------------------------------------------
+
+    def turn(self, speech_id: str | None = None) -> Turn:
+        """One user -> agent exchange: metrics measured inside get its ``speech_id``."""
+        _check_str("speech_id", speech_id)
+        return Turn(self, speech_id)
+
+    def llm_generation(
+        self,
+        model: str | None = None,
+        provider: str | None = None,
+        label: str = "",
+        *,
+        request_id: str = "",
+        speech_id: str | None = None,
+    ) -> LLMGeneration:
+        """Time one LLM request (``with`` or ``async with``); emits one ``LLMMetrics``."""
+        _check_str("model", model)
+        _check_str("provider", provider)
+        return LLMGeneration(
+            self,
+            model=model,
+            provider=provider,
+            label=label,
+            request_id=request_id,
+            speech_id=speech_id,
+        )
+
+    def tool_call(
+        self, name: str, call_id: str | None = None, *, speech_id: str | None = None
+    ) -> ToolCall:
+        """Time one tool call (``with`` or ``async with``); emits one ``ToolMetrics``."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"tool name must be a non-empty str, got {name!r}")
+        _check_str("call_id", call_id)
+        return ToolCall(self, name, call_id=call_id, speech_id=speech_id)
+
+    def stt_request(
+        self,
+        model: str | None = None,
+        provider: str | None = None,
+        label: str = "",
+        *,
+        request_id: str = "",
+        streamed: bool = False,
+        speech_id: str | None = None,
+    ) -> STTRequest:
+        """Time one speech-to-text request; emits one ``STTMetrics``."""
+        _check_str("model", model)
+        _check_str("provider", provider)
+        return STTRequest(
+            self,
+            model=model,
+            provider=provider,
+            label=label,
+            request_id=request_id,
+            streamed=streamed,
+            speech_id=speech_id,
+        )
+
+    def tts_request(
+        self,
+        model: str | None = None,
+        provider: str | None = None,
+        label: str = "",
+        *,
+        request_id: str = "",
+        streamed: bool = False,
+        speech_id: str | None = None,
+    ) -> TTSRequest:
+        """Time one text-to-speech request; emits one ``TTSMetrics``."""
+        _check_str("model", model)
+        _check_str("provider", provider)
+        return TTSRequest(
+            self,
+            model=model,
+            provider=provider,
+            label=label,
+            request_id=request_id,
+            streamed=streamed,
+            speech_id=speech_id,
+        )
+
+    @overload
+    def tool(self, fn: F, *, name: str | None = None) -> F: ...
+    @overload
+    def tool(self, fn: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+
+    def tool(self, fn: Any = None, *, name: str | None = None) -> Any:
+        """Decorator: measure every call of a sync or async function as a tool call.
+
+        The wrapper keeps the function's name, signature and docstring. Use bare
+        (``@session.tool``) or with a name (``@session.tool(name="lookup")``).
+        """
+
+        def wrap(func: F) -> F:
+            if not callable(func):
+                raise InvalidArgumentError(f"@session.tool needs a function, got {func!r}")
+            tool_name = name or getattr(func, "__name__", "tool")
+            if inspect.iscoroutinefunction(func):
+
+                @functools.wraps(func)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    with ToolCall(self, tool_name):
+                        return await func(*args, **kwargs)
+
+                return async_wrapper  # type: ignore[return-value]
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with ToolCall(self, tool_name):
+                    return func(*args, **kwargs)
+
+            return sync_wrapper  # type: ignore[return-value]
+
+        return wrap if fn is None else wrap(fn)

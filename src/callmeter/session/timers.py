@@ -1,0 +1,313 @@
+"""Measurement helpers: context managers that time one request and emit one metrics event.
+
+Each works as ``with`` and ``async with``. Durations come from ``time.perf_counter``
+(monotonic); ``started_at``/``timestamp`` are wall clock. Leaving the block by exception
+(``asyncio.CancelledError`` included) marks the metric cancelled or failed and the
+exception propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..metrics.types import LLMMetrics, Metadata, STTMetrics, ToolMetrics, TTSMetrics
+from .context import current_speech_id_var
+
+if TYPE_CHECKING:
+    from .agent_session import AgentSession
+
+logger = logging.getLogger("callmeter.session")
+_perf = time.perf_counter
+_wall = time.time
+
+
+def _metadata(model: str | None, provider: str | None) -> Metadata | None:
+    if model is None and provider is None:
+        return None
+    return Metadata(model_name=model, model_provider=provider)
+
+
+def _error_name(exc_type: type[BaseException] | None) -> str | None:
+    return None if exc_type is None else exc_type.__name__
+
+
+class _Timer:
+    """Shared start/finish logic; subclasses build the metric in ``_build``."""
+
+    _t0: float
+    _wall0: float
+
+    def __init__(self, session: AgentSession, speech_id: str | None) -> None:
+        self._session = session
+        self.speech_id = speech_id
+        self._t0 = 0.0
+        self._wall0 = 0.0
+        self._done = False
+        self.error: str | None = None
+        """Set to an error description to record a failure the block handled itself."""
+
+    def _start(self) -> None:
+        if self.speech_id is None:
+            self.speech_id = current_speech_id_var.get()
+        self._wall0 = _wall()
+        self._t0 = _perf()
+
+    def _finish(self, exc_type: type[BaseException] | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        end = _perf()
+        try:
+            metric = self._build(end, exc_type)
+        except Exception:  # measurement must never break the agent
+            logger.exception("callmeter: building a %s metric failed", type(self).__name__)
+            return
+        self._session.emit_metrics(metric)
+
+    def _build(self, end: float, exc_type: type[BaseException] | None) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        self._start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish(exc_type)
+
+    async def __aenter__(self) -> Any:
+        self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish(exc_type)
+
+
+class LLMGeneration(_Timer):
+    """Times one LLM request. Call :meth:`first_token` at the first token, :meth:`set_usage`
+    with the provider's usage. ``tokens_per_second`` on the emitted metric is completion
+    tokens over the time from the first token to the end (generation speed);
+    ``LLMMetrics.tokens_per_second_overall`` gives LiveKit's completion tokens over duration.
+    Without :meth:`set_usage` the metric says ``usage_reported=False``.
+    """
+
+    def __init__(
+        self,
+        session: AgentSession,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        label: str = "",
+        request_id: str = "",
+        speech_id: str | None = None,
+    ) -> None:
+        super().__init__(session, speech_id)
+        self.model = model
+        self.provider = provider
+        self.label = label
+        self.request_id = request_id
+        self._first: float | None = None
+        self._usage: dict[str, int] | None = None
+        self.cancelled = False
+
+    def first_token(self) -> None:
+        """Mark the first token (or tool-call delta); later calls are ignored."""
+        if self._first is None:
+            self._first = _perf()
+
+    def set_usage(
+        self,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        prompt_cached_tokens: int = 0,
+        *,
+        cache_creation_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        input_audio_tokens: int = 0,
+        output_audio_tokens: int = 0,
+        total_tokens: int | None = None,
+    ) -> None:
+        """Record the token usage the provider reported."""
+        self._usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "prompt_cached_tokens": prompt_cached_tokens,
+            "cache_creation_tokens": cache_creation_tokens,
+            "reasoning_tokens": reasoning_tokens,
+            "input_audio_tokens": input_audio_tokens,
+            "output_audio_tokens": output_audio_tokens,
+            "total_tokens": (
+                prompt_tokens + completion_tokens if total_tokens is None else total_tokens
+            ),
+        }
+
+    def _build(self, end: float, exc_type: type[BaseException] | None) -> LLMMetrics:
+        first = self._first
+        usage = self._usage or {}
+        completion = usage.get("completion_tokens", 0)
+        gen_time = end - first if first is not None else 0.0
+        error = self.error
+        if (
+            error is None
+            and exc_type is not None
+            and not issubclass(exc_type, asyncio.CancelledError)
+        ):
+            error = exc_type.__name__
+        return LLMMetrics(
+            timestamp=_wall(),
+            started_at=self._wall0,
+            duration=end - self._t0,
+            label=self.label,
+            request_id=self.request_id,
+            ttft=first - self._t0 if first is not None else -1.0,
+            cancelled=self.cancelled or exc_type is not None,
+            tokens_per_second=completion / gen_time if gen_time > 0 else 0.0,
+            usage_reported=self._usage is not None,
+            error=error,
+            speech_id=self.speech_id,
+            metadata=_metadata(self.model, self.provider),
+            **usage,
+        )
+
+
+class ToolCall(_Timer):
+    """Times one tool call. An exception marks it ``success=False`` with the exception's
+    type name in ``error``, and propagates."""
+
+    def __init__(
+        self,
+        session: AgentSession,
+        name: str,
+        *,
+        call_id: str | None = None,
+        speech_id: str | None = None,
+    ) -> None:
+        super().__init__(session, speech_id)
+        self.name = name
+        self.call_id = call_id
+
+    def _build(self, end: float, exc_type: type[BaseException] | None) -> ToolMetrics:
+        error = self.error or _error_name(exc_type)
+        return ToolMetrics(
+            timestamp=_wall(),
+            started_at=self._wall0,
+            duration=end - self._t0,
+            tool_name=self.name,
+            call_id=self.call_id,
+            success=error is None,
+            error=error,
+            speech_id=self.speech_id,
+        )
+
+
+class _SpeechTimer(_Timer):
+    def __init__(
+        self,
+        session: AgentSession,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        label: str = "",
+        request_id: str = "",
+        streamed: bool = False,
+        speech_id: str | None = None,
+    ) -> None:
+        super().__init__(session, speech_id)
+        self.model = model
+        self.provider = provider
+        self.label = label
+        self.request_id = request_id
+        self.streamed = streamed
+        self._first: float | None = None
+
+    def first_byte(self) -> None:
+        """Mark the first result (transcript or audio byte); later calls are ignored."""
+        if self._first is None:
+            self._first = _perf()
+
+    def _common(self, end: float, exc_type: type[BaseException] | None) -> dict[str, Any]:
+        return {
+            "timestamp": _wall(),
+            "started_at": self._wall0,
+            "duration": end - self._t0,
+            "ttfb": self._first - self._t0 if self._first is not None else -1.0,
+            "label": self.label,
+            "request_id": self.request_id,
+            "streamed": self.streamed,
+            "cancelled": exc_type is not None,
+            "error": self.error or _error_name(exc_type),
+            "speech_id": self.speech_id,
+            "metadata": _metadata(self.model, self.provider),
+        }
+
+
+class STTRequest(_SpeechTimer):
+    """Times one speech-to-text request; :meth:`set_usage` records the audio it consumed."""
+
+    audio_duration = 0.0
+    input_tokens = 0
+    output_tokens = 0
+
+    def set_usage(
+        self, audio_duration: float = 0.0, *, input_tokens: int = 0, output_tokens: int = 0
+    ) -> None:
+        """Record billed usage: seconds of audio transcribed, and tokens where billed so."""
+        self.audio_duration = audio_duration
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+    def _build(self, end: float, exc_type: type[BaseException] | None) -> STTMetrics:
+        return STTMetrics(
+            audio_duration=self.audio_duration,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            total_tokens=self.input_tokens + self.output_tokens,
+            **self._common(end, exc_type),
+        )
+
+
+class TTSRequest(_SpeechTimer):
+    """Times one text-to-speech request; :meth:`set_usage` records characters and audio."""
+
+    characters_count = 0
+    audio_duration = 0.0
+    input_tokens = 0
+    output_tokens = 0
+    segment_id: str | None = None
+
+    def set_usage(
+        self,
+        characters_count: int = 0,
+        audio_duration: float = 0.0,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        """Record billed usage: characters synthesized, seconds of audio produced, tokens."""
+        self.characters_count = characters_count
+        self.audio_duration = audio_duration
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+    def _build(self, end: float, exc_type: type[BaseException] | None) -> TTSMetrics:
+        return TTSMetrics(
+            characters_count=self.characters_count,
+            audio_duration=self.audio_duration,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            segment_id=self.segment_id,
+            **self._common(end, exc_type),
+        )

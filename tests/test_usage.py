@@ -1,0 +1,170 @@
+"""UsageCollector / UsageSummary arithmetic."""
+
+from __future__ import annotations
+
+import asyncio
+import tracemalloc
+
+import pytest
+
+from callmeter import AgentSession, InvalidArgumentError, metrics
+from callmeter.metrics import (
+    IntervalUnion,
+    LLMMetrics,
+    Metadata,
+    MetricsNotKeptError,
+    ToolMetrics,
+    UsageCollector,
+    union_duration,
+)
+
+T0 = 1_790_000_000.0
+
+
+def llm(start: float, dur: float, model: str = "gpt-4o-mini", **kw) -> LLMMetrics:
+    return LLMMetrics(
+        timestamp=T0 + start + dur,
+        started_at=T0 + start,
+        duration=dur,
+        metadata=Metadata(model_name=model, model_provider="openai"),
+        **kw,
+    )
+
+
+def tool(start: float, dur: float, name: str = "t", **kw) -> ToolMetrics:
+    return ToolMetrics(
+        timestamp=T0 + start + dur, started_at=T0 + start, duration=dur, tool_name=name, **kw
+    )
+
+
+async def test_parallel_tools_count_twice_in_tool_duration_once_in_active_duration():
+    session = AgentSession()
+
+    @session.tool
+    async def slow_lookup(key: str) -> str:
+        await asyncio.sleep(0.3)
+        return key
+
+    async with session, session.turn():
+        await asyncio.gather(slow_lookup("a"), slow_lookup("b"))
+    u = session.usage
+    assert u.tool_calls == 2
+    assert u.tool_duration == pytest.approx(0.6, abs=0.05)
+    assert u.active_duration == pytest.approx(0.3, abs=0.05)
+    assert u.by_tool["slow_lookup"].calls == 2
+    assert u.by_tool["slow_lookup"].max_duration == pytest.approx(0.3, abs=0.05)
+
+
+def test_summary_fields_by_model_and_by_tool():
+    c = UsageCollector()
+    c(llm(0, 1.0, prompt_tokens=100, completion_tokens=10, prompt_cached_tokens=40))
+    c(tool(1.0, 0.5, "search"))
+    c(tool(1.2, 0.5, "search", success=False, error="Timeout"))
+    c(llm(2.0, 0.5, model="gpt-4o", prompt_tokens=50, completion_tokens=5))
+    c(llm(3.0, 0.5, model="gpt-4o", usage_reported=False, error="APIError", cancelled=True))
+    s = c.get_summary()
+    assert (s.llm_requests, s.llm_errors, s.llm_usage_unreported) == (3, 1, 1)
+    assert s.llm_duration == pytest.approx(2.0)
+    assert s.tool_duration == pytest.approx(1.0)
+    assert s.llm_and_tool_duration == pytest.approx(3.0)
+    # [0,1] + [1,1.7] + [2,2.5] + [3,3.5] = 1.7 + 0.5 + 0.5
+    assert s.active_duration == pytest.approx(2.7)
+    assert (s.tool_calls, s.tool_errors) == (2, 1)
+    assert s.by_tool["search"].errors == 1
+    assert s.by_tool["search"].total_duration == pytest.approx(1.0)
+    assert s.llm_prompt_tokens == 150 and s.llm_completion_tokens == 15
+    mini, big = s.by_model["openai/gpt-4o-mini"], s.by_model["openai/gpt-4o"]
+    assert (mini.requests, mini.prompt_tokens, mini.prompt_cached_tokens) == (1, 100, 40)
+    assert (big.requests, big.prompt_tokens, big.usage_unreported, big.errors) == (2, 50, 1, 1)
+    d = s.to_dict()
+    assert d["by_model"]["openai/gpt-4o"]["requests"] == 2
+    assert d["by_tool"]["search"]["calls"] == 2
+
+
+def test_get_summary_is_a_copy():
+    c = UsageCollector()
+    c(tool(0, 1, "x"))
+    s = c.get_summary()
+    s.by_tool["x"].calls = 99
+    s.tool_calls = 99
+    assert c.get_summary().tool_calls == 1 and c.get_summary().by_tool["x"].calls == 1
+
+
+def test_reset_and_unknown_event_types():
+    c = UsageCollector()
+    c(tool(0, 1))
+    c(metrics.VADMetrics(timestamp=T0, inference_count=3))
+    assert len(c.metrics) == 2
+    c.reset()
+    assert c.get_summary().tool_calls == 0 and c.metrics == []
+
+
+def test_max_metrics_keeps_newest_and_counts_dropped():
+    c = UsageCollector(max_metrics=10)
+    for i in range(25):
+        c(tool(i, 0.5, f"t{i}"))
+    kept = c.metrics
+    assert [m.tool_name for m in kept] == [f"t{i}" for i in range(15, 25)]
+    assert c.dropped_metrics == 15
+    assert c.get_summary().tool_calls == 25
+
+
+def test_keep_metrics_false_raises_clear_error():
+    c = UsageCollector(keep_metrics=False)
+    c(tool(0, 1))
+    with pytest.raises(MetricsNotKeptError, match="keep_metrics=True"):
+        _ = c.metrics
+    assert c.get_summary().tool_calls == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "10"])
+def test_max_metrics_validated(bad):
+    with pytest.raises(InvalidArgumentError, match="max_metrics"):
+        UsageCollector(max_metrics=bad)
+
+
+@pytest.mark.parametrize("max_metrics", [100, None])
+def test_memory_is_bounded(max_metrics):
+    """Memory after 200k events is about the same as after 20k (bounded, not growing)."""
+    keep = max_metrics is not None
+    c = UsageCollector(keep_metrics=keep, max_metrics=max_metrics)
+    events = [tool(i * 2.0, 1.0, f"t{i % 5}") for i in range(1000)]  # disjoint intervals
+
+    def feed(n: int) -> int:
+        tracemalloc.start()
+        for i in range(n):
+            c(events[i % 1000])
+        current, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return current
+
+    small = feed(20_000)
+    large = feed(200_000)
+    assert large < small + 200_000  # bytes; unbounded growth would be ~10 MB here
+    assert c.get_summary().tool_calls == 220_000
+
+
+def test_interval_union_exact_and_bounded():
+    u = IntervalUnion(max_intervals=8)
+    ivals = [(0, 1), (0.5, 2), (3, 4), (3.5, 3.6), (10, 11), (5, 6), (7, 8), (9, 9.5)]
+    for s, e in ivals:
+        u.add(s, e)
+    assert u.total() == pytest.approx(union_duration(ivals)) == pytest.approx(6.5)
+    for i in range(1000):
+        u.add(100 + 2 * i, 101 + 2 * i)
+    assert u.total() == pytest.approx(6.5 + 1000)
+    assert len(u._merged) <= 8
+
+
+def test_log_metrics_one_line_per_event(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="callmeter.metrics")
+    metrics.log_metrics(llm(0, 0.5, prompt_tokens=3))
+    metrics.log_metrics(tool(0, 0.25, "search"))
+    lines = caplog.records
+    assert len(lines) == 2
+    assert lines[0].getMessage().startswith("llm_metrics ")
+    assert "model=gpt-4o-mini" in lines[0].getMessage()
+    assert "prompt_tokens=3" in lines[0].getMessage()
+    assert lines[1].metrics["tool_name"] == "search"
