@@ -12,6 +12,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """What each AI agent call cost and where every second went."""
+
+
 @app.command()
 def version() -> None:
     """Print callmeter's version."""

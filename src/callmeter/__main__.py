@@ -1,0 +1,5 @@
+"""``python -m callmeter``."""
+
+from .cli import main
+
+main()
