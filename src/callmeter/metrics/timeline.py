@@ -7,13 +7,19 @@ from collections.abc import Iterable
 
 def merge_intervals(intervals: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
     """Sort and merge intervals into disjoint, ordered ``(start, end)`` pairs."""
+    ordered = sorted(intervals)
+    if not ordered:
+        return []
     merged: list[tuple[float, float]] = []
-    for start, end in sorted(intervals):
-        if merged and start <= merged[-1][1]:
-            if end > merged[-1][1]:
-                merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
+    append = merged.append
+    cur_start, cur_end = ordered[0]
+    for start, end in ordered:
+        if start > cur_end:
+            append((cur_start, cur_end))
+            cur_start, cur_end = start, end
+        elif end > cur_end:
+            cur_end = end
+    append((cur_start, cur_end))
     return merged
 
 
@@ -61,9 +67,18 @@ class IntervalUnion:
         if len(pending) >= self._max:
             self._compact()
 
+    def extend(self, intervals: list[tuple[float, float]]) -> None:
+        """Add many ``(start, end)`` intervals."""
+        pending = self._pending
+        pending.extend(intervals)
+        if len(pending) >= self._max:
+            self._compact()
+
     def _compact(self) -> None:
+        pending = self._pending
         watermark = self._watermark
-        pending = [(max(s, watermark), e) for s, e in self._pending if e > watermark]
+        if pending and min(pending)[0] < watermark:
+            pending = [(max(s, watermark), e) for s, e in pending if e > watermark]
         merged = merge_intervals(self._merged + pending)
         self._pending = []
         excess = len(merged) - self._max // 2

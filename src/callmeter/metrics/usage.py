@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,46 +124,51 @@ class UsageCollector:
     ``keep_metrics=True`` (the default) keeps the events in :attr:`metrics`; ``max_metrics``
     keeps only the newest N (older ones are counted in :attr:`dropped_metrics`). Totals are
     exact either way. Not thread-safe: feed one collector from one thread (or event loop).
+
+    ``collect`` only appends to a small buffer; events are added up in batches of
+    ``BATCH`` (and whenever a summary is read), which keeps the per-event cost low.
     """
 
+    BATCH = 1024
+
     def __init__(self, *, keep_metrics: bool = True, max_metrics: int | None = None) -> None:
-        if max_metrics is not None and (not isinstance(max_metrics, int) or max_metrics < 1):
+        if max_metrics is not None and (
+            isinstance(max_metrics, bool) or not isinstance(max_metrics, int) or max_metrics < 1
+        ):
             raise InvalidArgumentError(
                 f"max_metrics must be a positive int or None, got {max_metrics!r}"
             )
         self._keep = keep_metrics
         self._max_metrics = max_metrics
-        self._dispatch: dict[type, Callable[[Any], None]] = {
-            LLMMetrics: self._llm,
-            ToolMetrics: self._tool,
-            STTMetrics: self._stt,
-            TTSMetrics: self._tts,
-            EOUMetrics: self._eou,
-            RealtimeModelMetrics: self._realtime,
+        self._batch_handlers: dict[type, Callable[[list[Any]], None]] = {
+            LLMMetrics: self._llm_batch,
+            ToolMetrics: self._tool_batch,
+            STTMetrics: self._stt_batch,
+            TTSMetrics: self._tts_batch,
+            EOUMetrics: self._eou_batch,
+            RealtimeModelMetrics: self._realtime_batch,
         }
         self.reset()
 
     def reset(self) -> None:
         """Forget everything collected so far."""
-        self._summary = UsageSummary()
+        self._buf: list[AgentMetrics] = []
         self._models: dict[tuple[str, str | None, str | None], ModelUsage] = {}
+        self._tools: dict[str, ToolUsage] = {}
         self._timeline = IntervalUnion()
         self._metrics: deque[AgentMetrics] | list[AgentMetrics] = (
             deque(maxlen=self._max_metrics) if self._max_metrics else []
         )
         self._seen = 0
 
-    def __call__(self, metrics: AgentMetrics) -> None:
-        self.collect(metrics)
-
     def collect(self, metrics: AgentMetrics) -> None:
         """Add one metrics event. Unknown event types are kept but add to no total."""
-        handler = self._dispatch.get(type(metrics))
-        if handler is not None:
-            handler(metrics)
-        if self._keep:
-            self._metrics.append(metrics)
-            self._seen += 1
+        buf = self._buf
+        buf.append(metrics)
+        if len(buf) >= self.BATCH:
+            self._flush()
+
+    __call__ = collect
 
     @property
     def metrics(self) -> list[AgentMetrics]:
@@ -173,22 +178,65 @@ class UsageCollector:
                 "this UsageCollector was created with keep_metrics=False; "
                 "create it with keep_metrics=True (optionally max_metrics=N) to keep events"
             )
+        self._flush()
         return list(self._metrics)
 
     @property
     def dropped_metrics(self) -> int:
         """Events no longer in :attr:`metrics` because of ``max_metrics``."""
+        self._flush()
         return self._seen - len(self._metrics) if self._keep else 0
 
     def get_summary(self) -> UsageSummary:
         """A copy of the totals so far."""
-        summary = copy.deepcopy(self._summary)
-        summary.llm_and_tool_duration = summary.llm_duration + summary.tool_duration
-        summary.active_duration = self._timeline.total()
-        summary.by_model = {
-            f"{mu.provider}/{mu.model}": copy.copy(mu) for mu in self._models.values()
-        }
-        return summary
+        self._flush()
+        s = UsageSummary()
+        for mu in self._models.values():
+            kind = mu.kind
+            if kind == "llm" or kind == "realtime":
+                s.llm_prompt_tokens += mu.prompt_tokens
+                s.llm_prompt_cached_tokens += mu.prompt_cached_tokens
+                s.llm_completion_tokens += mu.completion_tokens
+                if kind == "llm":
+                    s.llm_requests += mu.requests
+                    s.llm_duration += mu.duration
+                    s.llm_errors += mu.errors
+                    s.llm_usage_unreported += mu.usage_unreported
+            elif kind == "stt":
+                s.stt_requests += mu.requests
+                s.stt_audio_duration += mu.audio_duration
+            elif kind == "tts":
+                s.tts_requests += mu.requests
+                s.tts_characters_count += mu.characters_count
+                s.tts_audio_duration += mu.audio_duration
+            s.by_model[f"{mu.provider}/{mu.model}"] = copy.copy(mu)
+        for name, tu in self._tools.items():
+            s.tool_calls += tu.calls
+            s.tool_errors += tu.errors
+            s.tool_duration += tu.total_duration
+            s.by_tool[name] = copy.copy(tu)
+        s.llm_and_tool_duration = s.llm_duration + s.tool_duration
+        s.active_duration = self._timeline.total()
+        return s
+
+    # batch aggregation ------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        buf = self._buf
+        if not buf:
+            return
+        self._buf = []
+        if self._keep:
+            self._metrics.extend(buf)
+            self._seen += len(buf)
+        by_type: defaultdict[type, list[Any]] = defaultdict(list)
+        for m in buf:
+            by_type[m.__class__].append(m)
+        handlers = self._batch_handlers
+        for cls, group in by_type.items():
+            handler = handlers.get(cls)
+            if handler is not None:
+                handler(group)
 
     def _model(self, kind: str, metadata: Metadata | None) -> ModelUsage:
         if metadata is None:
@@ -202,93 +250,122 @@ class UsageCollector:
             )
         return mu
 
-    def _llm(self, m: LLMMetrics) -> None:
-        s = self._summary
-        s.llm_requests += 1
-        s.llm_duration += m.duration
-        mu = self._model("llm", m.metadata)
-        mu.requests += 1
-        mu.duration += m.duration
-        if m.error is not None:
-            s.llm_errors += 1
-            mu.errors += 1
-        if m.usage_reported:
-            s.llm_prompt_tokens += m.prompt_tokens
-            s.llm_prompt_cached_tokens += m.prompt_cached_tokens
-            s.llm_completion_tokens += m.completion_tokens
-            mu.prompt_tokens += m.prompt_tokens
-            mu.prompt_cached_tokens += m.prompt_cached_tokens
-            mu.cache_creation_tokens += m.cache_creation_tokens
-            mu.completion_tokens += m.completion_tokens
-            mu.input_audio_tokens += m.input_audio_tokens
-            mu.output_audio_tokens += m.output_audio_tokens
-        else:
-            s.llm_usage_unreported += 1
-            mu.usage_unreported += 1
-        self._timeline.add(m.started_at, m.started_at + m.duration)
+    def _add_intervals(self, group: list[Any]) -> None:
+        self._timeline.extend([(m.started_at, m.started_at + m.duration) for m in group])
 
-    def _tool(self, m: ToolMetrics) -> None:
-        s = self._summary
-        s.tool_calls += 1
-        s.tool_duration += m.duration
-        tu = s.by_tool.get(m.tool_name)
-        if tu is None:
-            tu = s.by_tool[m.tool_name] = ToolUsage()
-        tu.calls += 1
-        tu.total_duration += m.duration
-        if m.duration > tu.max_duration:
-            tu.max_duration = m.duration
-        if not m.success:
-            s.tool_errors += 1
-            tu.errors += 1
-        self._timeline.add(m.started_at, m.started_at + m.duration)
+    def _llm_batch(self, group: list[LLMMetrics]) -> None:
+        # Runs of events with the same Metadata object are added up in locals, then
+        # written to that model's ModelUsage once per run.
+        md: Metadata | None = group[0].metadata
+        requests = errors = unreported = 0
+        prompt = cached = created = completion = audio_in = audio_out = 0
+        duration = 0.0
+        for m in group:
+            if m.metadata is not md:
+                self._add_llm(md, requests, duration, errors, unreported, prompt, cached,
+                              created, completion, audio_in, audio_out)  # fmt: skip
+                md = m.metadata
+                requests = errors = unreported = 0
+                prompt = cached = created = completion = audio_in = audio_out = 0
+                duration = 0.0
+            requests += 1
+            duration += m.duration
+            if m.error is not None:
+                errors += 1
+            if m.usage_reported:
+                prompt += m.prompt_tokens
+                cached += m.prompt_cached_tokens
+                completion += m.completion_tokens
+                if m.cache_creation_tokens or m.input_audio_tokens or m.output_audio_tokens:
+                    created += m.cache_creation_tokens
+                    audio_in += m.input_audio_tokens
+                    audio_out += m.output_audio_tokens
+            else:
+                unreported += 1
+        self._add_llm(md, requests, duration, errors, unreported, prompt, cached, created,
+                      completion, audio_in, audio_out)  # fmt: skip
+        self._add_intervals(group)
 
-    def _stt(self, m: STTMetrics) -> None:
-        s = self._summary
-        s.stt_requests += 1
-        s.stt_audio_duration += m.audio_duration
-        mu = self._model("stt", m.metadata)
-        mu.requests += 1
-        mu.duration += m.duration
-        mu.audio_duration += m.audio_duration
-        mu.prompt_tokens += m.input_tokens
-        mu.completion_tokens += m.output_tokens
-        mu.input_audio_tokens += m.input_audio_tokens
-        if m.error is not None:
-            mu.errors += 1
-        self._timeline.add(m.started_at, m.started_at + m.duration)
-
-    def _tts(self, m: TTSMetrics) -> None:
-        s = self._summary
-        s.tts_requests += 1
-        s.tts_characters_count += m.characters_count
-        s.tts_audio_duration += m.audio_duration
-        mu = self._model("tts", m.metadata)
-        mu.requests += 1
-        mu.duration += m.duration
-        mu.characters_count += m.characters_count
-        mu.audio_duration += m.audio_duration
-        mu.prompt_tokens += m.input_tokens
-        mu.completion_tokens += m.output_tokens
-        if m.error is not None:
-            mu.errors += 1
-        self._timeline.add(m.started_at, m.started_at + m.duration)
-
-    def _eou(self, m: EOUMetrics) -> None:
-        self._timeline.add(m.started_at, m.started_at + m.end_of_utterance_delay)
-
-    def _realtime(self, m: RealtimeModelMetrics) -> None:
-        s = self._summary
-        cached = m.input_token_details.cached_tokens
-        s.llm_prompt_tokens += m.input_tokens
-        s.llm_prompt_cached_tokens += cached
-        s.llm_completion_tokens += m.output_tokens
-        mu = self._model("realtime", m.metadata)
-        mu.requests += 1
-        mu.duration += m.duration
-        mu.prompt_tokens += m.input_tokens
+    def _add_llm(
+        self,
+        md: Metadata | None,
+        requests: int,
+        duration: float,
+        errors: int,
+        unreported: int,
+        prompt: int,
+        cached: int,
+        created: int,
+        completion: int,
+        audio_in: int,
+        audio_out: int,
+    ) -> None:
+        mu = self._model("llm", md)
+        mu.requests += requests
+        mu.duration += duration
+        mu.errors += errors
+        mu.usage_unreported += unreported
+        mu.prompt_tokens += prompt
         mu.prompt_cached_tokens += cached
-        mu.completion_tokens += m.output_tokens
-        mu.input_audio_tokens += m.input_token_details.audio_tokens
-        mu.output_audio_tokens += m.output_token_details.audio_tokens
-        self._timeline.add(m.started_at, m.started_at + m.duration)
+        mu.cache_creation_tokens += created
+        mu.completion_tokens += completion
+        mu.input_audio_tokens += audio_in
+        mu.output_audio_tokens += audio_out
+
+    def _tool_batch(self, group: list[ToolMetrics]) -> None:
+        tools = self._tools
+        for m in group:
+            tu = tools.get(m.tool_name)
+            if tu is None:
+                tu = tools[m.tool_name] = ToolUsage()
+            tu.calls += 1
+            tu.total_duration += m.duration
+            if m.duration > tu.max_duration:
+                tu.max_duration = m.duration
+            if not m.success:
+                tu.errors += 1
+        self._add_intervals(group)
+
+    def _stt_batch(self, group: list[STTMetrics]) -> None:
+        mu = self._model("stt", group[0].metadata)
+        mu.requests += len(group)
+        for m in group:
+            mu.duration += m.duration
+            mu.audio_duration += m.audio_duration
+            mu.prompt_tokens += m.input_tokens
+            mu.completion_tokens += m.output_tokens
+            mu.input_audio_tokens += m.input_audio_tokens
+            if m.error is not None:
+                mu.errors += 1
+        self._add_intervals(group)
+
+    def _tts_batch(self, group: list[TTSMetrics]) -> None:
+        mu = self._model("tts", group[0].metadata)
+        mu.requests += len(group)
+        for m in group:
+            mu.duration += m.duration
+            mu.characters_count += m.characters_count
+            mu.audio_duration += m.audio_duration
+            mu.prompt_tokens += m.input_tokens
+            mu.completion_tokens += m.output_tokens
+            if m.error is not None:
+                mu.errors += 1
+        self._add_intervals(group)
+
+    def _eou_batch(self, group: list[EOUMetrics]) -> None:
+        self._timeline.extend(
+            [(m.started_at, m.started_at + m.end_of_utterance_delay) for m in group]
+        )
+
+    def _realtime_batch(self, group: list[RealtimeModelMetrics]) -> None:
+        mu = self._model("realtime", group[0].metadata)
+        mu.requests += len(group)
+        for m in group:
+            cached = m.input_token_details.cached_tokens
+            mu.duration += m.duration
+            mu.prompt_tokens += m.input_tokens
+            mu.prompt_cached_tokens += cached
+            mu.completion_tokens += m.output_tokens
+            mu.input_audio_tokens += m.input_token_details.audio_tokens
+            mu.output_audio_tokens += m.output_token_details.audio_tokens
+        self._add_intervals(group)

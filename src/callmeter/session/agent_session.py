@@ -182,13 +182,13 @@ class AgentSession(EventEmitter):
             self._collector.collect(metrics)
         except Exception:
             logger.exception("callmeter: collecting %r failed", metrics)
-        if "metrics_collected" in self._handlers:
+        if self._handlers.get("metrics_collected"):
             self.emit(
                 "metrics_collected",
                 MetricsCollectedEvent(
                     metrics=metrics,
                     session_id=self.session_id,
-                    created_at=time.time(),
+                    created_at=metrics.timestamp,
                     agent_name=self.agent_name,
                     labels=self.labels,
                 ),

@@ -77,7 +77,7 @@ class EventEmitter:
                 self.off(event, callback)
             try:
                 result = callback(*args)
-                if is_async or inspect.isawaitable(result):
+                if result is not None and (is_async or inspect.isawaitable(result)):
                     self._schedule(event, callback, result)
             except Exception:
                 logger.exception("callmeter: %r handler %r raised", event, callback)
