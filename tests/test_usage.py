@@ -153,7 +153,7 @@ def test_interval_union_exact_and_bounded():
     for i in range(1000):
         u.add(100 + 2 * i, 101 + 2 * i)
     assert u.total() == pytest.approx(6.5 + 1000)
-    assert len(u._merged) <= 8
+    assert len(u._starts) <= 8
 
 
 def test_log_metrics_one_line_per_event(caplog):

@@ -9,7 +9,7 @@ from msgspec import Struct
 from .types import AgentMetrics
 
 
-class MetricsCollectedEvent(Struct, kw_only=True):
+class MetricsCollectedEvent(Struct, gc=False):
     """Emitted as ``metrics_collected`` for every metrics event a session measures or receives.
 
     ``created_at`` is wall-clock seconds since the epoch.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from operator import sub
+from typing import Any
 
 
 def merge_intervals(intervals: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -43,55 +46,78 @@ def clip_intervals(
 class IntervalUnion:
     """Running union of intervals with bounded memory.
 
-    Adding is an append (the hot path); merging happens in batches. At most
-    ``max_intervals`` disjoint intervals are kept: beyond that the oldest are folded into a
-    finished total and a watermark, and the part of a late interval that starts before the
-    watermark is not counted (it cannot be told apart from time already counted). Events
-    arrive when they end, so in practice only intervals older than thousands of later
-    disjoint ones are affected.
+    Keeps the union as sorted, disjoint intervals in two parallel lists. An interval that
+    starts after (or inside) the last one, the usual case as metrics arrive in end order,
+    is an append or an extension; any other is merged in place with two bisections.
+    At most ``max_intervals`` disjoint intervals are kept: beyond that the oldest half is
+    folded into a finished total and a watermark, and the part of a late interval before
+    the watermark is not counted (it cannot be told apart from time already counted).
     """
 
-    __slots__ = ("_folded", "_max", "_merged", "_pending", "_watermark")
+    __slots__ = ("_ends", "_folded", "_max", "_starts", "_watermark")
 
     def __init__(self, max_intervals: int = 4096) -> None:
-        self._max = max_intervals
-        self._pending: list[tuple[float, float]] = []
-        self._merged: list[tuple[float, float]] = []
+        self._max = max(2, max_intervals)
+        self._starts: list[float] = []
+        self._ends: list[float] = []
         self._folded = 0.0
         self._watermark = float("-inf")
 
     def add(self, start: float, end: float) -> None:
         """Add the interval ``[start, end]``."""
-        pending = self._pending
-        pending.append((start, end))
-        if len(pending) >= self._max:
-            self._compact()
+        starts, ends = self._starts, self._ends
+        if ends and start > ends[-1]:
+            starts.append(start)
+            ends.append(end)
+            if len(starts) > self._max:
+                self._fold()
+        elif ends and start >= starts[-1]:
+            if end > ends[-1]:
+                ends[-1] = end
+        else:
+            self._insert(start, end)
 
-    def extend(self, intervals: list[tuple[float, float]]) -> None:
-        """Add many ``(start, end)`` intervals."""
-        pending = self._pending
-        pending.extend(intervals)
-        if len(pending) >= self._max:
-            self._compact()
+    def add_timed(self, metrics: Iterable[Any]) -> None:
+        """Add ``[m.started_at, m.started_at + m.duration]`` for each metric."""
+        starts, ends = self._starts, self._ends
+        for m in metrics:
+            start = m.started_at
+            end = start + m.duration
+            if ends and start > ends[-1]:
+                starts.append(start)
+                ends.append(end)
+            elif ends and start >= starts[-1]:
+                if end > ends[-1]:
+                    ends[-1] = end
+            else:
+                self._insert(start, end)
+        if len(starts) > self._max:
+            self._fold()
 
-    def _compact(self) -> None:
-        pending = self._pending
-        watermark = self._watermark
-        if pending and min(pending)[0] < watermark:
-            pending = [(max(s, watermark), e) for s, e in pending if e > watermark]
-        merged = merge_intervals(self._merged + pending)
-        self._pending = []
-        excess = len(merged) - self._max // 2
-        if excess > 0:
-            self._folded += sum(e - s for s, e in merged[:excess])
-            self._watermark = merged[excess - 1][1]
-            merged = merged[excess:]
-        self._merged = merged
+    def _insert(self, start: float, end: float) -> None:
+        if end <= self._watermark:
+            return
+        start = max(start, self._watermark)
+        starts, ends = self._starts, self._ends
+        lo = bisect_left(ends, start)  # first kept interval that ends at or after start
+        hi = bisect_right(starts, end)  # kept intervals that start at or before end
+        if lo >= hi:
+            starts.insert(lo, start)
+            ends.insert(lo, end)
+        else:
+            starts[lo:hi] = [min(start, starts[lo])]
+            ends[lo:hi] = [max(end, ends[hi - 1])]
+
+    def _fold(self) -> None:
+        k = len(self._starts) - self._max // 2
+        self._folded += sum(map(sub, self._ends[:k], self._starts[:k]))
+        self._watermark = self._ends[k - 1]
+        del self._starts[:k]
+        del self._ends[:k]
 
     def total(self) -> float:
         """Seconds covered by at least one interval."""
-        self._compact()
-        return self._folded + sum(e - s for s, e in self._merged)
+        return self._folded + sum(map(sub, self._ends, self._starts))
 
     def clear(self) -> None:
         """Forget every interval."""

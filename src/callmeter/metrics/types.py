@@ -22,14 +22,14 @@ Latency = Annotated[float, Meta(ge=-1.0, le=1e9)]
 """A latency in seconds, or -1 when it did not happen (LiveKit's convention)."""
 
 
-class Metadata(Struct, kw_only=True, omit_defaults=True):
+class Metadata(Struct, kw_only=True, omit_defaults=True, frozen=True, gc=False):
     """Which model produced a metric."""
 
     model_name: str | None = None
     model_provider: str | None = None
 
 
-class _Metric(Struct, kw_only=True, tag_field="type", omit_defaults=True):
+class _Metric(Struct, kw_only=True, tag_field="type", omit_defaults=True, gc=False):
     type: ClassVar[str]
 
     def __repr__(self) -> str:

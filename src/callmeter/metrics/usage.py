@@ -145,7 +145,7 @@ class UsageCollector:
             ToolMetrics: self._tool_batch,
             STTMetrics: self._stt_batch,
             TTSMetrics: self._tts_batch,
-            EOUMetrics: self._eou_batch,
+            EOUMetrics: self._add_intervals,
             RealtimeModelMetrics: self._realtime_batch,
         }
         self.reset()
@@ -251,7 +251,7 @@ class UsageCollector:
         return mu
 
     def _add_intervals(self, group: list[Any]) -> None:
-        self._timeline.extend([(m.started_at, m.started_at + m.duration) for m in group])
+        self._timeline.add_timed(group)
 
     def _llm_batch(self, group: list[LLMMetrics]) -> None:
         # Runs of events with the same Metadata object are added up in locals, then
@@ -351,11 +351,6 @@ class UsageCollector:
             if m.error is not None:
                 mu.errors += 1
         self._add_intervals(group)
-
-    def _eou_batch(self, group: list[EOUMetrics]) -> None:
-        self._timeline.extend(
-            [(m.started_at, m.started_at + m.end_of_utterance_delay) for m in group]
-        )
 
     def _realtime_batch(self, group: list[RealtimeModelMetrics]) -> None:
         mu = self._model("realtime", group[0].metadata)

@@ -182,17 +182,21 @@ class AgentSession(EventEmitter):
             self._collector.collect(metrics)
         except Exception:
             logger.exception("callmeter: collecting %r failed", metrics)
-        if self._handlers.get("metrics_collected"):
-            self.emit(
-                "metrics_collected",
-                MetricsCollectedEvent(
-                    metrics=metrics,
-                    session_id=self.session_id,
-                    created_at=metrics.timestamp,
-                    agent_name=self.agent_name,
-                    labels=self.labels,
-                ),
-            )
+        handlers = self._handlers.get("metrics_collected")
+        if not handlers:
+            return
+        event = MetricsCollectedEvent(
+            metrics, self.session_id, metrics.timestamp, self.agent_name, self.labels
+        )
+        for callback, is_async, once in handlers:
+            if once:
+                self.off("metrics_collected", callback)
+            try:
+                result = callback(event)
+                if result is not None and (is_async or inspect.isawaitable(result)):
+                    self._schedule("metrics_collected", callback, result)
+            except Exception:
+                logger.exception("callmeter: 'metrics_collected' handler %r raised", callback)
 
     @property
     def usage(self) -> UsageSummary:
