@@ -168,3 +168,23 @@ def test_log_metrics_one_line_per_event(caplog):
     assert "model=gpt-4o-mini" in lines[0].getMessage()
     assert "prompt_tokens=3" in lines[0].getMessage()
     assert lines[1].metrics["tool_name"] == "search"
+
+
+def test_interval_union_matches_brute_force_in_any_arrival_order():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        ivals = []
+        for _ in range(rng.randint(1, 40)):
+            s = rng.uniform(0, 50)
+            ivals.append((s, s + rng.choice([0.0, rng.uniform(0, 5), rng.uniform(0, 20)])))
+        rng.shuffle(ivals)
+        u = IntervalUnion()
+        for s, e in ivals:
+            u.add(s, e)
+        assert u.total() == pytest.approx(union_duration(ivals))
+        # Brute force on a fine grid as an independent check of union_duration itself.
+        if len(ivals) <= 10:
+            grid = sum(1 for k in range(8000) if any(s <= k / 100 < e for s, e in ivals)) / 100
+            assert union_duration(ivals) == pytest.approx(grid, abs=0.01 * len(ivals) + 0.02)
