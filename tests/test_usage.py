@@ -188,3 +188,21 @@ def test_interval_union_matches_brute_force_in_any_arrival_order():
         if len(ivals) <= 10:
             grid = sum(1 for k in range(8000) if any(s <= k / 100 < e for s, e in ivals)) / 100
             assert union_duration(ivals) == pytest.approx(grid, abs=0.01 * len(ivals) + 0.02)
+
+
+def test_models_of_one_kind_in_one_batch_are_kept_apart():
+    c = UsageCollector()
+    for i, (model, provider) in enumerate([("nova-3", "deepgram"), ("whisper-1", "openai")] * 3):
+        md = Metadata(model_name=model, model_provider=provider)
+        c(metrics.STTMetrics(timestamp=T0 + i, started_at=T0 + i, duration=0.1,
+                             audio_duration=10.0, metadata=md))  # fmt: skip
+        c(metrics.TTSMetrics(timestamp=T0 + i, started_at=T0 + i, duration=0.1,
+                             characters_count=5, metadata=md))  # fmt: skip
+    s = c.get_summary()
+    assert s.by_model["deepgram/nova-3"].audio_duration == 30.0
+    assert s.by_model["openai/whisper-1"].audio_duration == 30.0
+    # The same provider/model string measured as two kinds stays two entries.
+    assert s.by_model["openai/whisper-1"].kind == "stt"
+    assert s.by_model["openai/whisper-1"].requests == 3
+    assert s.by_model["openai/whisper-1#tts"].characters_count == 15
+    assert s.stt_audio_duration == 60.0 and s.tts_characters_count == 30

@@ -88,7 +88,8 @@ class UsageSummary:
     llm_and_tool_duration: float = 0.0
     active_duration: float = 0.0
     by_model: dict[str, ModelUsage] = field(default_factory=dict)
-    """Usage per ``"provider/model"``."""
+    """Usage per ``"provider/model"`` (``"provider/model#kind"`` for the rare second kind
+    measured under the same name)."""
     by_tool: dict[str, ToolUsage] = field(default_factory=dict)
     """Usage per tool name."""
 
@@ -209,7 +210,10 @@ class UsageCollector:
                 s.tts_requests += mu.requests
                 s.tts_characters_count += mu.characters_count
                 s.tts_audio_duration += mu.audio_duration
-            s.by_model[f"{mu.provider}/{mu.model}"] = copy.copy(mu)
+            key = f"{mu.provider}/{mu.model}"
+            if key in s.by_model:  # the same model name measured as another kind
+                key = f"{key}#{kind}"
+            s.by_model[key] = copy.copy(mu)
         for name, tu in self._tools.items():
             s.tool_calls += tu.calls
             s.tool_errors += tu.errors
@@ -327,9 +331,13 @@ class UsageCollector:
         self._add_intervals(group)
 
     def _stt_batch(self, group: list[STTMetrics]) -> None:
-        mu = self._model("stt", group[0].metadata)
-        mu.requests += len(group)
+        md: Metadata | None = group[0].metadata
+        mu = self._model("stt", md)
         for m in group:
+            if m.metadata is not md:  # a batch can hold several models of one kind
+                md = m.metadata
+                mu = self._model("stt", md)
+            mu.requests += 1
             mu.duration += m.duration
             mu.audio_duration += m.audio_duration
             mu.prompt_tokens += m.input_tokens
@@ -340,9 +348,13 @@ class UsageCollector:
         self._add_intervals(group)
 
     def _tts_batch(self, group: list[TTSMetrics]) -> None:
-        mu = self._model("tts", group[0].metadata)
-        mu.requests += len(group)
+        md: Metadata | None = group[0].metadata
+        mu = self._model("tts", md)
         for m in group:
+            if m.metadata is not md:  # a batch can hold several models of one kind
+                md = m.metadata
+                mu = self._model("tts", md)
+            mu.requests += 1
             mu.duration += m.duration
             mu.characters_count += m.characters_count
             mu.audio_duration += m.audio_duration
@@ -353,9 +365,13 @@ class UsageCollector:
         self._add_intervals(group)
 
     def _realtime_batch(self, group: list[RealtimeModelMetrics]) -> None:
-        mu = self._model("realtime", group[0].metadata)
-        mu.requests += len(group)
+        md: Metadata | None = group[0].metadata
+        mu = self._model("realtime", md)
         for m in group:
+            if m.metadata is not md:  # a batch can hold several models of one kind
+                md = m.metadata
+                mu = self._model("realtime", md)
+            mu.requests += 1
             cached = m.input_token_details.cached_tokens
             mu.duration += m.duration
             mu.prompt_tokens += m.input_tokens
