@@ -6,9 +6,12 @@ import copy
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from ..errors import CallmeterError, InvalidArgumentError
+from .cost import DEFAULT_MAX_TURNS, CostTracker, price_tracker
+from .pricing import PriceOverrides, Prices, default_prices
 from .timeline import IntervalUnion
 from .types import (
     AgentMetrics,
@@ -46,6 +49,10 @@ class ModelUsage:
     usage_unreported: int = 0
     """Requests for which the provider reported no token usage (their tokens are unknown)."""
     errors: int = 0
+    cost: Decimal | None = None
+    """USD for this model's usage; None when it has no price (see ``UsageSummary.unpriced``)."""
+    price_source: str | None = None
+    """Where the price came from (override file, bundled table, genai-prices version)."""
 
 
 @dataclass(slots=True)
@@ -91,6 +98,19 @@ class UsageSummary:
     """Usage per ``"provider/model"``."""
     by_tool: dict[str, ToolUsage] = field(default_factory=dict)
     """Usage per tool name."""
+    cost: Decimal = Decimal(0)
+    """Total USD, exact. A lower bound when ``cost_complete`` is False."""
+    cost_complete: bool = True
+    """False when some usage could not be priced (``unpriced``) or was not reported."""
+    unpriced: list[str] = field(default_factory=list)
+    """``"provider/model"`` of models that had usage but no price (not in ``cost``)."""
+    cost_by_turn: dict[str, Decimal] = field(default_factory=dict)
+    """USD per turn (``speech_id``), most recent turns only (``UsageCollector(max_cost_turns)``)."""
+
+    @property
+    def cost_is_lower_bound(self) -> bool:
+        """True when the real cost is at least ``cost`` (some usage is unpriced)."""
+        return not self.cost_complete
 
     @property
     def llm_input_tokens(self) -> int:
@@ -107,11 +127,18 @@ class UsageSummary:
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
         out["by_model"] = {k: _slots_dict(v) for k, v in self.by_model.items()}
         out["by_tool"] = {k: _slots_dict(v) for k, v in self.by_tool.items()}
+        out["cost"] = str(self.cost)
+        out["cost_by_turn"] = {k: str(v) for k, v in self.cost_by_turn.items()}
+        out["unpriced"] = list(self.unpriced)
         return out
 
 
 def _slots_dict(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+    # Money is a Decimal; as a string it stays exact in JSON.
+    return {
+        name: str(v) if isinstance(v := getattr(obj, name), Decimal) else v
+        for name in obj.__dataclass_fields__
+    }
 
 
 class MetricsNotKeptError(CallmeterError):
@@ -124,15 +151,41 @@ class UsageCollector:
     ``keep_metrics=True`` (the default) keeps the events in :attr:`metrics`; ``max_metrics``
     keeps only the newest N (older ones are counted in :attr:`dropped_metrics`). Totals are
     exact either way. Not thread-safe: feed one collector from one thread (or event loop).
+
+    ``prices`` selects the pricing: a :class:`~callmeter.metrics.pricing.Prices`, override
+    rates (a dict or TOML file path, on top of the defaults), ``None`` for the defaults
+    (bundled speech table + genai-prices + ``$CALLMETER_PRICES``) or ``False`` for no cost.
+    ``max_cost_turns`` bounds how many turns ``cost_by_turn`` keeps (the most recent).
     """
 
-    def __init__(self, *, keep_metrics: bool = True, max_metrics: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        keep_metrics: bool = True,
+        max_metrics: int | None = None,
+        prices: Prices | PriceOverrides | bool | None = None,
+        max_cost_turns: int = DEFAULT_MAX_TURNS,
+    ) -> None:
         if max_metrics is not None and (not isinstance(max_metrics, int) or max_metrics < 1):
             raise InvalidArgumentError(
                 f"max_metrics must be a positive int or None, got {max_metrics!r}"
             )
         self._keep = keep_metrics
         self._max_metrics = max_metrics
+        if not isinstance(max_cost_turns, int) or max_cost_turns < 0:
+            raise InvalidArgumentError(
+                f"max_cost_turns must be a non-negative int, got {max_cost_turns!r}"
+            )
+        self._max_cost_turns = max_cost_turns
+        self._prices: Prices | None = (
+            None
+            if prices is False
+            else default_prices()
+            if prices is None or prices is True
+            else prices
+            if isinstance(prices, Prices)
+            else Prices(prices)
+        )
         self._dispatch: dict[type, Callable[[Any], None]] = {
             LLMMetrics: self._llm,
             ToolMetrics: self._tool,
@@ -152,6 +205,7 @@ class UsageCollector:
             deque(maxlen=self._max_metrics) if self._max_metrics else []
         )
         self._seen = 0
+        self._cost = CostTracker(self._max_cost_turns) if self._prices is not None else None
 
     def __call__(self, metrics: AgentMetrics) -> None:
         self.collect(metrics)
@@ -161,6 +215,8 @@ class UsageCollector:
         handler = self._dispatch.get(type(metrics))
         if handler is not None:
             handler(metrics)
+        if self._cost is not None:
+            self._cost.add(metrics)
         if self._keep:
             self._metrics.append(metrics)
             self._seen += 1
@@ -188,6 +244,13 @@ class UsageCollector:
         summary.by_model = {
             f"{mu.provider}/{mu.model}": copy.copy(mu) for mu in self._models.values()
         }
+        if self._cost is not None and self._prices is not None:
+            report = price_tracker(self._cost, self._prices)
+            summary.cost, summary.cost_complete = report.total, report.complete
+            summary.unpriced, summary.cost_by_turn = report.unpriced, report.by_turn
+            for key, mu in self._models.items():
+                entry = summary.by_model[f"{mu.provider}/{mu.model}"]
+                entry.cost, entry.price_source = report.by_model.get(key), report.sources.get(key)
         return summary
 
     def _model(self, kind: str, metadata: Metadata | None) -> ModelUsage:

@@ -1,0 +1,412 @@
+"""Cost arithmetic: exact USD (``decimal.Decimal``) for usage priced by :mod:`.pricing`.
+
+The collector feeds every LLM/STT/TTS/realtime event to a :class:`CostTracker` (a few
+additions per event); :func:`price_tracker` turns what it accumulated into money when a
+summary is asked for. Requests with at least :data:`LARGE_REQUEST_TOKENS` input tokens are
+kept individually so that genai-prices' tiered rates (a higher rate above e.g. 200k input
+tokens *per request*) are applied per request, as providers bill them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from .pricing import Prices, ResolvedPrice
+from .types import LLMMetrics, RealtimeModelMetrics, STTMetrics, TTSMetrics
+
+__all__ = [
+    "LARGE_REQUEST_TOKENS",
+    "Amounts",
+    "CostReport",
+    "CostTracker",
+    "format_usd",
+    "price_amounts",
+    "price_tracker",
+]
+
+log = logging.getLogger("callmeter.pricing")
+
+LARGE_REQUEST_TOKENS = 32_000
+"""Requests with this many input tokens or more are priced one by one (the lowest tier
+threshold in genai-prices' snapshot is 32k tokens); smaller ones are priced in aggregate."""
+MAX_LARGE_REQUESTS = 10_000
+"""Per model (and per turn), large requests kept individually; beyond this they are
+priced in aggregate, which can only pick a higher tier."""
+DEFAULT_MAX_TURNS = 1_000
+"""Turns whose cost a collector keeps by default (the most recent ones)."""
+
+_MILLION = Decimal(1_000_000)
+_SIXTY = Decimal(60)
+
+
+@dataclass(slots=True)
+class Amounts:
+    """Billable quantities. Token counts follow genai-prices: ``input_tokens`` includes
+    cached, cache-write and audio input tokens (OpenAI's ``prompt_tokens`` convention)."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    cache_audio_read_tokens: int = 0
+    audio_seconds: float = 0.0
+    characters: int = 0
+
+    def add(self, o: Amounts) -> None:
+        """Add ``o`` to these amounts."""
+        self.requests += o.requests
+        self.input_tokens += o.input_tokens
+        self.cache_read_tokens += o.cache_read_tokens
+        self.cache_write_tokens += o.cache_write_tokens
+        self.output_tokens += o.output_tokens
+        self.input_audio_tokens += o.input_audio_tokens
+        self.output_audio_tokens += o.output_audio_tokens
+        self.cache_audio_read_tokens += o.cache_audio_read_tokens
+        self.audio_seconds += o.audio_seconds
+        self.characters += o.characters
+
+    def is_empty(self) -> bool:
+        """True when there is nothing to bill (not even a request)."""
+        return not (
+            self.requests
+            or self.input_tokens
+            or self.output_tokens
+            or self.audio_seconds
+            or self.characters
+        )
+
+
+def amounts_of(m: Any) -> Amounts | None:
+    """The billable amounts of one metrics event (None: not billable or usage unknown)."""
+    t = type(m)
+    if t is LLMMetrics:
+        if not m.usage_reported:
+            return None
+        return Amounts(
+            1,
+            m.prompt_tokens,
+            m.prompt_cached_tokens,
+            m.cache_creation_tokens,
+            m.completion_tokens,
+            m.input_audio_tokens,
+            m.output_audio_tokens,
+        )
+    if t is STTMetrics:
+        return Amounts(
+            1,
+            m.input_tokens,
+            0,
+            0,
+            m.output_tokens,
+            m.input_audio_tokens,
+            audio_seconds=m.audio_duration,
+        )
+    if t is TTSMetrics:
+        return Amounts(
+            1,
+            m.input_tokens,
+            output_tokens=m.output_tokens,
+            audio_seconds=m.audio_duration,
+            characters=m.characters_count,
+        )
+    if t is RealtimeModelMetrics:
+        i, o = m.input_token_details, m.output_token_details
+        cached_audio = i.cached_tokens_details.audio_tokens if i.cached_tokens_details else 0
+        return Amounts(
+            1,
+            m.input_tokens,
+            i.cached_tokens,
+            0,
+            m.output_tokens,
+            i.audio_tokens,
+            o.audio_tokens,
+            cached_audio,
+        )
+    return None
+
+
+_KIND = {LLMMetrics: "llm", STTMetrics: "stt", TTSMetrics: "tts", RealtimeModelMetrics: "realtime"}
+
+ModelKey = tuple[str, str | None, str | None]
+"""``(kind, provider, model)``, as :class:`~callmeter.metrics.UsageCollector` keys models."""
+
+
+@dataclass(slots=True)
+class _Bucket:
+    small: Amounts = field(default_factory=Amounts)
+    large: list[Amounts] = field(default_factory=list)
+    unreported: int = 0
+
+    def add(self, a: Amounts) -> None:
+        if a.input_tokens >= LARGE_REQUEST_TOKENS and len(self.large) < MAX_LARGE_REQUESTS:
+            self.large.append(a)
+        else:
+            self.small.add(a)
+
+
+class CostTracker:
+    """Accumulates billable amounts per model for the call and per turn (``speech_id``).
+
+    Keeps at most ``max_turns`` turns (the most recent; older ones are counted in
+    :attr:`dropped_turns`), so memory stays bounded however long the call.
+    """
+
+    __slots__ = ("_calls", "_max_turns", "_turns", "dropped_turns")
+
+    def __init__(self, max_turns: int = DEFAULT_MAX_TURNS) -> None:
+        self._max_turns = max_turns
+        self._calls: dict[ModelKey, _Bucket] = {}
+        self._turns: OrderedDict[str, dict[ModelKey, _Bucket]] = OrderedDict()
+        self.dropped_turns = 0
+
+    def add(self, m: Any) -> None:
+        """Account one metrics event (ignores events that bill nothing)."""
+        kind = _KIND.get(type(m))
+        if kind is None:
+            return
+        md = m.metadata
+        key = (kind, None, None) if md is None else (kind, md.model_provider, md.model_name)
+        a = amounts_of(m)
+        b = self._calls.get(key)
+        if b is None:
+            b = self._calls[key] = _Bucket()
+        if a is None:
+            b.unreported += 1
+        else:
+            b.add(a)
+        sid = m.speech_id
+        if sid is not None:
+            turn = self._turns.get(sid)
+            if turn is None:
+                turn = self._turns[sid] = {}
+                if len(self._turns) > self._max_turns:
+                    self._turns.popitem(last=False)
+                    self.dropped_turns += 1
+            tb = turn.get(key)
+            if tb is None:
+                tb = turn[key] = _Bucket()
+            if a is None:
+                tb.unreported += 1
+            else:
+                tb.add(a)
+
+
+def _leaf_token_counts(a: Amounts, priced: set[str]) -> dict[str, int]:
+    """Tokens billed at each priced token rate, genai-prices style.
+
+    A token is billed at the most specific priced rate that covers it; e.g. cached
+    tokens are billed at ``input_mtok`` when ``cache_read_mtok`` is unset.
+    """
+    dims = {
+        "input_mtok": ({"in"}, a.input_tokens),
+        "cache_read_mtok": ({"in", "cache_read"}, a.cache_read_tokens),
+        "cache_write_mtok": ({"in", "cache_write"}, a.cache_write_tokens),
+        "input_audio_mtok": ({"in", "audio"}, a.input_audio_tokens),
+        "cache_audio_read_mtok": ({"in", "audio", "cache_read"}, a.cache_audio_read_tokens),
+        "output_mtok": ({"out"}, a.output_tokens),
+        "output_audio_mtok": ({"out", "audio"}, a.output_audio_tokens),
+    }
+    units = sorted((u for u in dims if u in priced), key=lambda u: -len(dims[u][0]))
+    leaves: dict[str, int] = {}
+    for u in units:
+        d, count = dims[u]
+        covered = sum(leaves[v] for v in leaves if d < dims[v][0])
+        leaves[u] = max(count - covered, 0)
+    return leaves
+
+
+def price_amounts(price: ResolvedPrice, a: Amounts, kind: str) -> Decimal:
+    """USD for ``a`` at ``price``. ``a`` may aggregate several requests (``a.requests``)."""
+    if price.genai is not None:
+        return _genai_cost(price, a, kind)
+    e = price.entry
+    assert e is not None
+    total = Decimal(0)
+    priced = {name for name in _TOKEN_RATES if getattr(e, name) is not None}
+    for name, count in _leaf_token_counts(a, priced).items():
+        if count:
+            total += getattr(e, name) * count / _MILLION
+    if e.audio_minute is not None and a.audio_seconds:
+        total += e.audio_minute * Decimal(repr(a.audio_seconds)) / _SIXTY
+    if e.mchars is not None and a.characters:
+        total += e.mchars * a.characters / _MILLION
+    if e.request is not None:
+        total += e.request * a.requests
+    return total
+
+
+_TOKEN_RATES = (
+    "input_mtok",
+    "cache_read_mtok",
+    "cache_write_mtok",
+    "output_mtok",
+    "input_audio_mtok",
+    "output_audio_mtok",
+    "cache_audio_read_mtok",
+)
+
+
+def genai_usage(a: Amounts, kind: str) -> Any:
+    """``a`` as a genai-prices ``Usage`` (imports genai-prices)."""
+    from genai_prices import Usage
+
+    values: dict[str, int | float] = {
+        "input_tokens": a.input_tokens,
+        "cache_read_tokens": a.cache_read_tokens,
+        "cache_write_tokens": a.cache_write_tokens,
+        "output_tokens": a.output_tokens,
+        "input_audio_tokens": a.input_audio_tokens,
+        "output_audio_tokens": a.output_audio_tokens,
+        "cache_audio_read_tokens": a.cache_audio_read_tokens,
+    }
+    if kind == "stt" and a.audio_seconds:
+        values["audio_seconds"] = values["input_audio_seconds"] = a.audio_seconds
+    if kind == "tts":
+        if a.audio_seconds:
+            values["audio_seconds"] = values["output_audio_seconds"] = a.audio_seconds
+        if a.characters:
+            values["input_characters"] = a.characters
+    return Usage(**{k: v for k, v in values.items() if v})
+
+
+def _genai_cost(price: ResolvedPrice, a: Amounts, kind: str) -> Decimal:
+    assert price.genai is not None
+    provider, info = price.genai
+    calc = info.calc_price(genai_usage(a, kind), provider)
+    total: Decimal = calc.total_price
+    per_k = getattr(calc.model_price, "requests_kcount", None)
+    if isinstance(per_k, Decimal) and a.requests > 1:
+        total += per_k * (a.requests - 1) / 1000  # calc_price bills one request per call
+    return total
+
+
+@dataclass(slots=True)
+class CostReport:
+    """The money side of a summary."""
+
+    total: Decimal = Decimal(0)
+    by_model: dict[ModelKey, Decimal | None] = field(default_factory=dict)
+    sources: dict[ModelKey, str] = field(default_factory=dict)
+    unpriced: list[str] = field(default_factory=list)
+    complete: bool = True
+    by_turn: dict[str, Decimal] = field(default_factory=dict)
+
+
+_warned: set[tuple[str | None, str | None]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(provider: str | None, model: str | None, why: str) -> None:
+    with _warned_lock:
+        if (provider, model) in _warned:
+            return
+        _warned.add((provider, model))
+    log.warning(
+        "no price for %s/%s (%s): its cost is not in the total, which is now a lower bound; "
+        "add it to a price file (see docs/cost.md) to price it",
+        provider or "unknown",
+        model or "unknown",
+        why,
+    )
+
+
+def _bucket_cost(price: ResolvedPrice, b: _Bucket, kind: str) -> Decimal:
+    total = Decimal(0)
+    if not b.small.is_empty():
+        total += price_amounts(price, b.small, kind)
+    for a in b.large:
+        total += price_amounts(price, a, kind)
+    return total
+
+
+def _label(key: ModelKey) -> str:
+    return f"{key[1] or 'unknown'}/{key[2] or 'unknown'}"
+
+
+def price_tracker(tracker: CostTracker, prices: Prices) -> CostReport:
+    """Price everything ``tracker`` accumulated. Never raises: a model whose price cannot
+    be found or applied is listed in ``unpriced`` and makes the total a lower bound."""
+    report = CostReport()
+    resolved: dict[ModelKey, ResolvedPrice | None] = {}
+    for key, b in tracker._calls.items():
+        kind, provider, model = key
+        price = prices.lookup(model, provider) if model else None
+        cost: Decimal | None = None
+        if price is None:
+            why = "model name unknown" if not model else "not in any price table"
+        else:
+            try:
+                cost = _bucket_cost(price, b, kind)
+                why = ""
+            except Exception as e:  # bad usage data must not break the summary
+                price, why = None, f"pricing failed: {e}"
+        if cost == 0 and price is not None and _billable(b) and _has_nonzero_rate(price):
+            price, cost, why = None, None, "its price has no rate for the usage reported"
+        resolved[key] = price
+        report.by_model[key] = cost
+        if cost is None:
+            if _billable(b) or b.unreported:
+                report.unpriced.append(_label(key))
+                report.complete = False
+                _warn_once(provider, model, why)
+            continue
+        report.sources[key] = price.source.describe() if price else ""
+        report.total += cost
+        if b.unreported:
+            report.complete = False  # requests without usage cost something unknown
+    for sid, turn in tracker._turns.items():
+        t = Decimal(0)
+        for key, b in turn.items():
+            price = resolved.get(key)
+            if price is not None and report.by_model.get(key) is not None:
+                try:
+                    t += _bucket_cost(price, b, key[0])
+                except Exception:
+                    log.debug("turn %s: pricing %s failed", sid, _label(key), exc_info=True)
+        report.by_turn[sid] = t
+    return report
+
+
+def _has_nonzero_rate(price: ResolvedPrice) -> bool:
+    """False for a free model (all rates 0), whose zero cost is real."""
+    if price.entry is not None:
+        return any(getattr(price.entry, n) for n in _TOKEN_RATES + ("audio_minute", "mchars"))
+    try:
+        mp = price.genai[1].get_prices(_now()) if price.genai else None
+    except Exception:
+        return True
+    return any(_rate_value(v) > 0 for v in vars(mp).values()) if mp else True
+
+
+def _rate_value(v: Any) -> Decimal:
+    if isinstance(v, Decimal):
+        return v
+    base = getattr(v, "base", None)  # genai-prices TieredPrices
+    return base if isinstance(base, Decimal) else Decimal(0)
+
+
+def _now() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(tz=dt.UTC)
+
+
+def _billable(b: _Bucket) -> bool:
+    s = b.small
+    return bool(
+        b.large or s.input_tokens or s.output_tokens or s.audio_seconds or s.characters
+    )
+
+
+def format_usd(value: Decimal, places: int = 4, *, lower_bound: bool = False) -> str:
+    """``value`` rounded for display, e.g. ``$0.0123``; ``≥ $0.0123`` for a lower bound."""
+    q = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    return f"{'≥ ' if lower_bound else ''}${q}"
