@@ -235,12 +235,32 @@ def price_amounts(price: ResolvedPrice, a: Amounts, kind: str) -> Decimal:
         if count:
             total += getattr(e, name) * count / _MILLION
     if e.audio_minute is not None and a.audio_seconds:
-        total += e.audio_minute * Decimal(repr(a.audio_seconds)) / _SIXTY
+        total += e.audio_minute * audio_seconds(a) / _SIXTY
     if e.mchars is not None and a.characters:
         total += e.mchars * a.characters / _MILLION
     if e.request is not None:
         total += e.request * a.requests
-    return total
+    return to_money(total)
+
+
+def audio_seconds(a: Amounts) -> Decimal:
+    """Audio seconds as a Decimal rounded to the microsecond (float sums carry noise below)."""
+    return Decimal(repr(a.audio_seconds)).quantize(_MICRO)
+
+
+def to_money(value: Decimal) -> Decimal:
+    """``value`` unchanged when it has at most 12 decimal places, else rounded to 1e-12 USD.
+
+    Token and character rates give terminating decimals, kept exact; a per-minute rate
+    divided by 60 may not terminate and is rounded to a millionth of a micro-dollar.
+    """
+    if value.as_tuple().exponent >= -12:  # type: ignore[operator]
+        return value
+    return value.quantize(_PICO, rounding=ROUND_HALF_EVEN)
+
+
+_MICRO = Decimal("0.000001")
+_PICO = Decimal("1e-12")
 
 
 _TOKEN_RATES = (
@@ -258,7 +278,7 @@ def genai_usage(a: Amounts, kind: str) -> Any:
     """``a`` as a genai-prices ``Usage`` (imports genai-prices)."""
     from genai_prices import Usage
 
-    values: dict[str, int | float] = {
+    values: dict[str, int | Decimal] = {
         "input_tokens": a.input_tokens,
         "cache_read_tokens": a.cache_read_tokens,
         "cache_write_tokens": a.cache_write_tokens,
@@ -268,10 +288,10 @@ def genai_usage(a: Amounts, kind: str) -> Any:
         "cache_audio_read_tokens": a.cache_audio_read_tokens,
     }
     if kind == "stt" and a.audio_seconds:
-        values["audio_seconds"] = values["input_audio_seconds"] = a.audio_seconds
+        values["audio_seconds"] = values["input_audio_seconds"] = audio_seconds(a)
     if kind == "tts":
         if a.audio_seconds:
-            values["audio_seconds"] = values["output_audio_seconds"] = a.audio_seconds
+            values["audio_seconds"] = values["output_audio_seconds"] = audio_seconds(a)
         if a.characters:
             values["input_characters"] = a.characters
     return Usage(**{k: v for k, v in values.items() if v})
@@ -285,7 +305,7 @@ def _genai_cost(price: ResolvedPrice, a: Amounts, kind: str) -> Decimal:
     per_k = getattr(calc.model_price, "requests_kcount", None)
     if isinstance(per_k, Decimal) and a.requests > 1:
         total += per_k * (a.requests - 1) / 1000  # calc_price bills one request per call
-    return total
+    return to_money(total)
 
 
 @dataclass(slots=True)
@@ -401,9 +421,7 @@ def _now() -> Any:
 
 def _billable(b: _Bucket) -> bool:
     s = b.small
-    return bool(
-        b.large or s.input_tokens or s.output_tokens or s.audio_seconds or s.characters
-    )
+    return bool(b.large or s.input_tokens or s.output_tokens or s.audio_seconds or s.characters)
 
 
 def format_usd(value: Decimal, places: int = 4, *, lower_bound: bool = False) -> str:

@@ -134,7 +134,9 @@ class PriceSource:
     def describe(self) -> str:
         """One line for people."""
         label = {"override": "user override", "bundled": "callmeter speech table"}
-        parts = [self.origin if self.kind == "genai-prices" else f"{label[self.kind]} {self.origin}"]
+        parts = [
+            self.origin if self.kind == "genai-prices" else f"{label[self.kind]} {self.origin}"
+        ]
         if self.url:
             parts.append(f"source {self.url}")
         if self.checked:
@@ -183,7 +185,9 @@ class ResolvedPrice:
                 continue
             lines.append((f"${value.base}", unit))  # genai-prices TieredPrices
             for tier in value.tiers:
-                lines.append((f"${tier.price}", f"{unit}, requests over {tier.start:,} input tokens"))
+                lines.append(
+                    (f"${tier.price}", f"{unit}, requests over {tier.start:,} input tokens")
+                )
         return lines
 
 
@@ -209,7 +213,7 @@ def _parse_entries(data: Any, file: str, text: str | None) -> dict[_Key, PriceEn
             pairs = [(provider, m, e) for m, e in models.items()]
         else:
             raise PriceFileError(
-                f"[{provider}] must be a table of models, e.g. [{provider}.\"model-name\"]",
+                f'[{provider}] must be a table of models, e.g. [{provider}."model-name"]',
                 file=file,
                 line=_find_line(text, (provider,), None),
                 field=provider,
@@ -412,7 +416,9 @@ class Prices:
                 entry = next((e for (p, m), e in table.items() if m == key[1]), None)
             if entry is not None:
                 if src.kind == "bundled" or entry.source or entry.checked:
-                    src = PriceSource(src.kind, src.origin, entry.source, entry.checked, entry.notes)
+                    src = PriceSource(
+                        src.kind, src.origin, entry.source, entry.checked, entry.notes
+                    )
                 return ResolvedPrice(provider, model, src, entry=entry)
         if self._genai and key[1]:
             return self._find_genai(model, provider)

@@ -127,16 +127,20 @@ class UsageSummary:
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
         out["by_model"] = {k: _slots_dict(v) for k, v in self.by_model.items()}
         out["by_tool"] = {k: _slots_dict(v) for k, v in self.by_tool.items()}
-        out["cost"] = str(self.cost)
-        out["cost_by_turn"] = {k: str(v) for k, v in self.cost_by_turn.items()}
+        out["cost"] = _money_str(self.cost)
+        out["cost_by_turn"] = {k: _money_str(v) for k, v in self.cost_by_turn.items()}
         out["unpriced"] = list(self.unpriced)
         return out
 
 
+def _money_str(value: Decimal) -> str:
+    # Money is a Decimal; as a plain decimal string it stays exact in JSON.
+    return f"{value.normalize():f}"
+
+
 def _slots_dict(obj: Any) -> dict[str, Any]:
-    # Money is a Decimal; as a string it stays exact in JSON.
     return {
-        name: str(v) if isinstance(v := getattr(obj, name), Decimal) else v
+        name: _money_str(v) if isinstance(v := getattr(obj, name), Decimal) else v
         for name in obj.__dataclass_fields__
     }
 
@@ -251,6 +255,8 @@ class UsageCollector:
             for key, mu in self._models.items():
                 entry = summary.by_model[f"{mu.provider}/{mu.model}"]
                 entry.cost, entry.price_source = report.by_model.get(key), report.sources.get(key)
+        else:
+            summary.cost_complete = False  # pricing disabled: cost is not known
         return summary
 
     def _model(self, kind: str, metadata: Metadata | None) -> ModelUsage:
