@@ -112,7 +112,7 @@ def test_llm_cost_equals_genai_prices_calc_price(model, provider, reqs):
 
 def test_cached_tokens_are_billed_at_the_cached_rate():
     prices = offline_prices()
-    mp = prices.lookup("gpt-4o-mini", "openai").genai[1].get_prices(None or _now())
+    mp = prices.lookup("gpt-4o-mini", "openai").genai[1].get_prices(_now())
     assert mp.cache_read_mtok < mp.input_mtok
     c = UsageCollector(prices=prices)
     c(llm("gpt-4o-mini", "openai", prompt_tokens=10_000, prompt_cached_tokens=8_000))

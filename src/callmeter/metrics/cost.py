@@ -398,7 +398,7 @@ def price_tracker(tracker: CostTracker, prices: Prices) -> CostReport:
 def _has_nonzero_rate(price: ResolvedPrice) -> bool:
     """False for a free model (all rates 0), whose zero cost is real."""
     if price.entry is not None:
-        return any(getattr(price.entry, n) for n in _TOKEN_RATES + ("audio_minute", "mchars"))
+        return any(getattr(price.entry, n) for n in (*_TOKEN_RATES, "audio_minute", "mchars"))
     try:
         mp = price.genai[1].get_prices(_now()) if price.genai else None
     except Exception:

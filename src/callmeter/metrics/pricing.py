@@ -33,6 +33,7 @@ __all__ = [
     "Prices",
     "ResolvedPrice",
     "default_prices",
+    "resolve_prices",
 ]
 
 ENV_VAR = "CALLMETER_PRICES"
@@ -276,24 +277,33 @@ def _split_dotted(key: str) -> tuple[str, ...]:
 
 
 def _find_line(text: str | None, table: tuple[str, ...], key: str | None) -> int | None:
-    """1-based line of ``key`` inside table ``[a.b]`` (or of the header), scanning the file."""
+    """1-based line where ``table.key`` is set, scanning the file.
+
+    Tries ``key = ...`` inside ``[table]``, then the ``[table]`` header, then the same one
+    level up (``model = ...`` inside ``[provider]``).
+    """
     if text is None:
         return None
-    header_line: int | None = None
-    in_table = False
-    want = tuple(_norm(t) for t in table)
-    for i, line in enumerate(text.splitlines(), start=1):
-        h = _HEADER.match(line)
-        if h:
-            in_table = tuple(_norm(p) for p in _split_dotted(h.group(1))) == want
-            if in_table and header_line is None:
-                header_line = i
-            continue
-        if in_table and key is not None:
+    path = tuple(_norm(p) for p in (*table, *([key] if key else [])))
+    lines = text.splitlines()
+    while path:
+        parent, last = path[:-1], path[-1]
+        current: tuple[str, ...] = ()
+        header_line: int | None = None
+        for i, line in enumerate(lines, start=1):
+            h = _HEADER.match(line)
+            if h:
+                current = tuple(_norm(p) for p in _split_dotted(h.group(1)))
+                if current == path and header_line is None:
+                    header_line = i
+                continue
             k = _KEY.match(line)
-            if k and _norm(k.group(2) or k.group(3) or k.group(1)) == _norm(key):
+            if k and current == parent and _norm(k.group(2) or k.group(3) or k.group(1)) == last:
                 return i
-    return header_line
+        if header_line is not None:
+            return header_line
+        path = parent
+    return None
 
 
 def load_price_file(path: str | os.PathLike[str]) -> dict[_Key, PriceEntry]:
@@ -466,3 +476,15 @@ def default_prices() -> Prices:
         if _default is None or _default[0] != env_file:
             _default = (env_file, Prices())
         return _default[1]
+
+
+def resolve_prices(prices: Prices | PriceOverrides | bool | None) -> Prices | None:
+    """What ``UsageCollector(prices=...)`` means: None/True -> the defaults, False -> no
+    pricing, a :class:`Prices` as is, a dict or file path -> the defaults plus those rates."""
+    if prices is False:
+        return None
+    if prices is None or prices is True:
+        return default_prices()
+    if isinstance(prices, Prices):
+        return prices
+    return Prices(prices)

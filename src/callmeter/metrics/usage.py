@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import CallmeterError, InvalidArgumentError
 from .cost import DEFAULT_MAX_TURNS, CostTracker, price_tracker
-from .pricing import PriceOverrides, Prices, default_prices
+from .pricing import PriceOverrides, Prices, resolve_prices
 from .timeline import IntervalUnion
 from .types import (
     AgentMetrics,
@@ -181,15 +181,7 @@ class UsageCollector:
                 f"max_cost_turns must be a non-negative int, got {max_cost_turns!r}"
             )
         self._max_cost_turns = max_cost_turns
-        self._prices: Prices | None = (
-            None
-            if prices is False
-            else default_prices()
-            if prices is None or prices is True
-            else prices
-            if isinstance(prices, Prices)
-            else Prices(prices)
-        )
+        self._prices = resolve_prices(prices)
         self._dispatch: dict[type, Callable[[Any], None]] = {
             LLMMetrics: self._llm,
             ToolMetrics: self._tool,
