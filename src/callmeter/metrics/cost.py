@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -152,51 +153,157 @@ class _Bucket:
             self.small.add(a)
 
 
-class CostTracker:
-    """Accumulates billable amounts per model for the call and per turn (``speech_id``).
+class _Turn:
+    """Usage of one turn: per model, a vector in :data:`_FIELDS` order plus large requests."""
 
-    Keeps at most ``max_turns`` turns (the most recent; older ones are counted in
-    :attr:`dropped_turns`), so memory stays bounded however long the call.
+    __slots__ = ("cost", "large", "vectors")
+
+    def __init__(self) -> None:
+        self.vectors: dict[ModelKey, list[Any]] = {}
+        self.large: dict[ModelKey, list[Amounts]] = {}
+        self.cost: Decimal | None = None
+        """Cached price of the turn; reset when the turn gets more usage."""
+
+    def buckets(self) -> dict[ModelKey, _Bucket]:
+        out: dict[ModelKey, _Bucket] = {}
+        for key, v in self.vectors.items():
+            out[key] = _Bucket(Amounts(*v[:_N]), [], v[_N])
+        for key, lst in self.large.items():
+            out.setdefault(key, _Bucket()).large.extend(lst)
+        return out
+
+
+_N = 10  # number of Amounts fields; index _N of a turn vector counts unreported requests
+# Amounts field order: requests, input, cache_read, cache_write, output, input_audio,
+# output_audio, cache_audio_read, audio_seconds, characters
+
+
+class CostTracker:
+    """What the collector's per-model totals do not hold but pricing needs.
+
+    * requests of at least :data:`LARGE_REQUEST_TOKENS` input tokens, one by one (tiers);
+    * cached audio tokens of realtime responses;
+    * usage per turn (``speech_id``) and model, for at most ``max_turns`` turns (the most
+      recent; older ones are counted in :attr:`dropped_turns`), so memory stays bounded.
     """
 
-    __slots__ = ("_calls", "_max_turns", "_turns", "dropped_turns")
+    __slots__ = ("_cached_audio", "_large", "_max_turns", "_turns", "dropped_turns")
 
     def __init__(self, max_turns: int = DEFAULT_MAX_TURNS) -> None:
         self._max_turns = max_turns
-        self._calls: dict[ModelKey, _Bucket] = {}
-        self._turns: OrderedDict[str, dict[ModelKey, _Bucket]] = OrderedDict()
+        self._large: dict[ModelKey, list[Amounts]] = {}
+        self._cached_audio: dict[ModelKey, int] = {}
+        self._turns: OrderedDict[str, _Turn] = OrderedDict()
         self.dropped_turns = 0
 
     def add(self, m: Any) -> None:
         """Account one metrics event (ignores events that bill nothing)."""
-        kind = _KIND.get(type(m))
-        if kind is None:
+        t = type(m)
+        if t is LLMMetrics:
+            large = m.prompt_tokens >= LARGE_REQUEST_TOKENS
+            kind = "llm"
+        elif t is STTMetrics:
+            large, kind = False, "stt"
+        elif t is TTSMetrics:
+            large, kind = False, "tts"
+        elif t is RealtimeModelMetrics:
+            large, kind = True, "realtime"  # rare event type: always take the full path
+        else:
+            return
+        sid = m.speech_id
+        if sid is None and not large:
             return
         md = m.metadata
         key = (kind, None, None) if md is None else (kind, md.model_provider, md.model_name)
-        a = amounts_of(m)
-        b = self._calls.get(key)
-        if b is None:
-            b = self._calls[key] = _Bucket()
-        if a is None:
-            b.unreported += 1
+        a: Amounts | None = None
+        if large:
+            a = amounts_of(m)
+            if a is not None and a.cache_audio_read_tokens:
+                self._cached_audio[key] = self._cached_audio.get(key, 0) + a.cache_audio_read_tokens
+            if a is not None and a.input_tokens >= LARGE_REQUEST_TOKENS:
+                lst = self._large.setdefault(key, [])
+                if len(lst) < MAX_LARGE_REQUESTS:
+                    lst.append(a)
+        if sid is None:
+            return
+        turns = self._turns
+        turn = turns.get(sid)
+        if turn is None:
+            turn = turns[sid] = _Turn()
+            if len(turns) > self._max_turns:
+                turns.popitem(last=False)
+                self.dropped_turns += 1
         else:
-            b.add(a)
-        sid = m.speech_id
-        if sid is not None:
-            turn = self._turns.get(sid)
-            if turn is None:
-                turn = self._turns[sid] = {}
-                if len(self._turns) > self._max_turns:
-                    self._turns.popitem(last=False)
-                    self.dropped_turns += 1
-            tb = turn.get(key)
-            if tb is None:
-                tb = turn[key] = _Bucket()
-            if a is None:
-                tb.unreported += 1
+            turn.cost = None
+        v = turn.vectors.get(key)
+        if v is None:
+            v = turn.vectors[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0]
+        if a is not None:
+            if a.input_tokens >= LARGE_REQUEST_TOKENS:
+                turn.large.setdefault(key, []).append(a)
             else:
-                tb.add(a)
+                v[0] += 1
+                v[1] += a.input_tokens
+                v[2] += a.cache_read_tokens
+                v[3] += a.cache_write_tokens
+                v[4] += a.output_tokens
+                v[5] += a.input_audio_tokens
+                v[6] += a.output_audio_tokens
+                v[7] += a.cache_audio_read_tokens
+            return
+        if t is LLMMetrics:
+            if not m.usage_reported:
+                v[_N] += 1
+                return
+            v[0] += 1
+            v[1] += m.prompt_tokens
+            v[2] += m.prompt_cached_tokens
+            v[3] += m.cache_creation_tokens
+            v[4] += m.completion_tokens
+            v[5] += m.input_audio_tokens
+            v[6] += m.output_audio_tokens
+        elif t is STTMetrics:
+            v[0] += 1
+            v[1] += m.input_tokens
+            v[4] += m.output_tokens
+            v[5] += m.input_audio_tokens
+            v[8] += m.audio_duration
+        elif t is TTSMetrics:
+            v[0] += 1
+            v[1] += m.input_tokens
+            v[4] += m.output_tokens
+            v[8] += m.audio_duration
+            v[9] += m.characters_count
+        else:  # usage unknown (realtime events take the full path above)
+            v[_N] += 1
+
+    def call_bucket(self, key: ModelKey, mu: Any) -> _Bucket:
+        """The whole call's usage of one model: the collector's totals ``mu`` (a
+        ``ModelUsage``) with large requests split out."""
+        large = self._large.get(key, [])
+        unreported = mu.usage_unreported
+        small = Amounts(
+            mu.requests - unreported,
+            mu.prompt_tokens,
+            mu.prompt_cached_tokens,
+            mu.cache_creation_tokens,
+            mu.completion_tokens,
+            mu.input_audio_tokens,
+            mu.output_audio_tokens,
+            self._cached_audio.get(key, 0),
+            mu.audio_duration,
+            mu.characters_count,
+        )
+        for a in large:
+            small.requests -= a.requests
+            small.input_tokens -= a.input_tokens
+            small.cache_read_tokens -= a.cache_read_tokens
+            small.cache_write_tokens -= a.cache_write_tokens
+            small.output_tokens -= a.output_tokens
+            small.input_audio_tokens -= a.input_audio_tokens
+            small.output_audio_tokens -= a.output_audio_tokens
+            small.cache_audio_read_tokens -= a.cache_audio_read_tokens
+        return _Bucket(small, large, unreported)
 
 
 def _leaf_token_counts(a: Amounts, priced: set[str]) -> dict[str, int]:
@@ -351,47 +458,51 @@ def _label(key: ModelKey) -> str:
     return f"{key[1] or 'unknown'}/{key[2] or 'unknown'}"
 
 
-def price_tracker(tracker: CostTracker, prices: Prices) -> CostReport:
-    """Price everything ``tracker`` accumulated. Never raises: a model whose price cannot
-    be found or applied is listed in ``unpriced`` and makes the total a lower bound."""
+def price_tracker(
+    tracker: CostTracker, prices: Prices, models: Mapping[ModelKey, Any]
+) -> CostReport:
+    """Price a call: ``models`` are the collector's per-model totals (``ModelUsage``),
+    ``tracker`` what they lack. Never raises: a model whose price cannot be found or
+    applied is listed in ``unpriced`` and makes the total a lower bound."""
     report = CostReport()
-    resolved: dict[ModelKey, ResolvedPrice | None] = {}
-    for key, b in tracker._calls.items():
+    resolved: dict[ModelKey, ResolvedPrice] = {}
+    for key, mu in models.items():
         kind, provider, model = key
+        b = tracker.call_bucket(key, mu)
         price = prices.lookup(model, provider) if model else None
         cost: Decimal | None = None
-        if price is None:
-            why = "model name unknown" if not model else "not in any price table"
-        else:
+        why = "model name unknown" if not model else "not in any price table"
+        if price is not None:
             try:
                 cost = _bucket_cost(price, b, kind)
-                why = ""
             except Exception as e:  # bad usage data must not break the summary
                 price, why = None, f"pricing failed: {e}"
         if cost == 0 and price is not None and _billable(b) and _has_nonzero_rate(price):
             price, cost, why = None, None, "its price has no rate for the usage reported"
-        resolved[key] = price
         report.by_model[key] = cost
-        if cost is None:
+        if cost is None or price is None:
             if _billable(b) or b.unreported:
                 report.unpriced.append(_label(key))
                 report.complete = False
                 _warn_once(provider, model, why)
             continue
-        report.sources[key] = price.source.describe() if price else ""
+        resolved[key] = price
+        report.sources[key] = price.source.describe()
         report.total += cost
         if b.unreported:
             report.complete = False  # requests without usage cost something unknown
     for sid, turn in tracker._turns.items():
-        t = Decimal(0)
-        for key, b in turn.items():
-            price = resolved.get(key)
-            if price is not None and report.by_model.get(key) is not None:
-                try:
-                    t += _bucket_cost(price, b, key[0])
-                except Exception:
-                    log.debug("turn %s: pricing %s failed", sid, _label(key), exc_info=True)
-        report.by_turn[sid] = t
+        if turn.cost is None:
+            t = Decimal(0)
+            for key, tb in turn.buckets().items():
+                price = resolved.get(key)
+                if price is not None:
+                    try:
+                        t += _bucket_cost(price, tb, key[0])
+                    except Exception:
+                        log.debug("turn %s: pricing %s failed", sid, _label(key), exc_info=True)
+            turn.cost = t
+        report.by_turn[sid] = turn.cost
     return report
 
 

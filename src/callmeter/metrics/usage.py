@@ -241,7 +241,7 @@ class UsageCollector:
             f"{mu.provider}/{mu.model}": copy.copy(mu) for mu in self._models.values()
         }
         if self._cost is not None and self._prices is not None:
-            report = price_tracker(self._cost, self._prices)
+            report = price_tracker(self._cost, self._prices, self._models)
             summary.cost, summary.cost_complete = report.total, report.complete
             summary.unpriced, summary.cost_by_turn = report.unpriced, report.by_turn
             for key, mu in self._models.items():
