@@ -92,7 +92,8 @@ def main() -> None:
     turns = len(c.get_summary().cost_by_turn)
     print(
         f"get_summary() with cost, {len(evs)} events, {turns} turns kept: first call "
-        f"{cold * 1e3:.1f} ms, later calls {best * 1e3:.2f} ms (pricing off: {best_off * 1e3:.2f} ms)"
+        f"{cold * 1e3:.1f} ms, later calls {best * 1e3:.2f} ms "
+        f"(pricing off: {best_off * 1e3:.2f} ms)"
     )
 
 

@@ -404,3 +404,43 @@ def test_import_is_light_and_pricing_works_offline(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert Decimal(out.stdout.strip()) > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("gpt-4.1", "openai"),
+        ("gpt-4o-mini", "openai"),
+        ("gemini-2.0-flash", "google"),
+        ("claude-3-5-haiku-latest", "anthropic"),
+        ("llama-3.3-70b-versatile", "groq"),
+        ("gpt-4o-realtime-preview", "openai"),
+    ],
+)
+def test_flat_rate_fast_path_matches_genai_prices(model, provider):
+    """Flat genai-prices rates are applied by callmeter's own arithmetic (fast for many
+    turns); both paths must give genai-prices' own answer."""
+    import dataclasses
+
+    from callmeter.metrics.cost import Amounts, price_amounts
+
+    r = offline_prices().lookup(model, provider)
+    slow = dataclasses.replace(r, linear=None)
+    for a in (
+        Amounts(1, 5_000, 1_024, 0, 700),
+        Amounts(3, 12_345, 0, 0, 999, input_audio_tokens=4_000, output_audio_tokens=500),
+        Amounts(2, 9_000, 3_000, 0, 10, input_audio_tokens=2_000, cache_audio_read_tokens=1_000),
+    ):
+        usage = {
+            "input_tokens": a.input_tokens,
+            "cache_read_tokens": a.cache_read_tokens,
+            "output_tokens": a.output_tokens,
+            "input_audio_tokens": a.input_audio_tokens,
+            "output_audio_tokens": a.output_audio_tokens,
+            "cache_audio_read_tokens": a.cache_audio_read_tokens,
+        }
+        expected = calc_price(
+            Usage(**{k: v for k, v in usage.items() if v}), model, provider_id=provider
+        ).total_price
+        assert price_amounts(slow, a, "llm") == expected
+        assert price_amounts(r, a, "llm") == expected

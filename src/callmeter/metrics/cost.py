@@ -332,10 +332,9 @@ def _leaf_token_counts(a: Amounts, priced: set[str]) -> dict[str, int]:
 
 def price_amounts(price: ResolvedPrice, a: Amounts, kind: str) -> Decimal:
     """USD for ``a`` at ``price``. ``a`` may aggregate several requests (``a.requests``)."""
-    if price.genai is not None:
+    e = price.rates
+    if e is None:
         return _genai_cost(price, a, kind)
-    e = price.entry
-    assert e is not None
     total = Decimal(0)
     priced = {name for name in _TOKEN_RATES if getattr(e, name) is not None}
     for name, count in _leaf_token_counts(a, priced).items():
@@ -508,8 +507,8 @@ def price_tracker(
 
 def _has_nonzero_rate(price: ResolvedPrice) -> bool:
     """False for a free model (all rates 0), whose zero cost is real."""
-    if price.entry is not None:
-        return any(getattr(price.entry, n) for n in (*_TOKEN_RATES, "audio_minute", "mchars"))
+    if price.rates is not None:
+        return any(getattr(price.rates, n) for n in (*_TOKEN_RATES, "audio_minute", "mchars"))
     try:
         mp = price.genai[1].get_prices(_now()) if price.genai else None
     except Exception:

@@ -158,6 +158,14 @@ class ResolvedPrice:
     source: PriceSource
     entry: PriceEntry | None = None
     genai: tuple[Any, Any] | None = field(default=None, repr=False)
+    linear: PriceEntry | None = None
+    """For a genai-prices price with flat rates only: the same rates as an entry, so a
+    summary prices many turns quickly. None when tiers or other units need genai-prices."""
+
+    @property
+    def rates(self) -> PriceEntry | None:
+        """Flat rates callmeter can apply itself (table entry or flat genai-prices price)."""
+        return self.entry if self.entry is not None else self.linear
 
     @property
     def matched(self) -> str:
@@ -448,10 +456,14 @@ class Prices:
         except Exception:  # a broken genai-prices install must not break measurement
             log.exception("genai-prices lookup failed for %s/%s", provider, model)
             return None
+        try:
+            linear = _flat_rates(prov, info)
+        except Exception:
+            linear = None
         note = getattr(info, "price_comments", None)
         origin = f"genai-prices {genai_prices_version()} (offline snapshot)"
         src = PriceSource("genai-prices", origin, notes=note)
-        return ResolvedPrice(provider, model, src, genai=(prov, info))
+        return ResolvedPrice(provider, model, src, genai=(prov, info), linear=linear)
 
     def preload(self) -> None:
         """Import genai-prices and read the bundled table now (they load lazily otherwise)."""
@@ -459,6 +471,32 @@ class Prices:
             bundled_entries()
         if self._genai:
             self.lookup("gpt-4o-mini", "openai")
+
+
+_GENAI_TOKEN_KEYS = frozenset(RATE_FIELDS[:7])
+# Separate usage families callmeter never reports: rates for them add nothing.
+_GENAI_IGNORED = re.compile(r"^[a-z_]+_(searches|executions)_kcount$")
+
+
+def _flat_rates(provider: Any, info: Any) -> PriceEntry | None:
+    """genai-prices' current rates for ``info`` as a :class:`PriceEntry`, when they are
+    flat token rates that callmeter's arithmetic applies exactly as genai-prices does."""
+    if provider.id == "groq" and info.id.startswith("whisper"):
+        return None  # genai-prices applies a per-request minimum here
+    model_price = info.get_prices(dt.datetime.now(tz=dt.UTC))
+    rates: dict[str, Decimal] = {}
+    for key, value in vars(model_price).items():
+        if value is None or key.startswith("_") or _GENAI_IGNORED.match(key):
+            continue
+        if not isinstance(value, Decimal):
+            return None  # tiered
+        if key in _GENAI_TOKEN_KEYS:
+            rates[key] = value
+        elif key == "requests_kcount":
+            rates["request"] = value / 1000
+        else:
+            return None
+    return PriceEntry(**rates) if rates else None
 
 
 _default_lock = threading.Lock()
