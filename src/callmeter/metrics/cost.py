@@ -9,10 +9,11 @@ tokens *per request*) are applied per request, as providers bill them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -154,17 +155,76 @@ class _Bucket:
 
 
 class _Turn:
-    """Usage of one turn: per model, a vector in :data:`_FIELDS` order plus large requests."""
+    """Usage of one turn. Events are queued as they come (cheap) and folded into per-model
+    vectors (:data:`_FIELDS` order) when priced or when :data:`MAX_PENDING` are queued."""
 
-    __slots__ = ("cost", "large", "vectors")
+    __slots__ = ("cost", "large", "pending", "vectors")
 
     def __init__(self) -> None:
+        self.pending: list[Any] = []
         self.vectors: dict[ModelKey, list[Any]] = {}
         self.large: dict[ModelKey, list[Amounts]] = {}
         self.cost: Decimal | None = None
         """Cached price of the turn; reset when the turn gets more usage."""
 
+    def fold(self) -> None:
+        """Add the queued events to the per-model vectors."""
+        pending, self.pending = self.pending, []
+        vectors = self.vectors
+        for m in pending:
+            t = m.__class__
+            kind = _KIND[t]
+            md = m.metadata
+            key = (kind, None, None) if md is None else (kind, md.model_provider, md.model_name)
+            v = vectors.get(key)
+            if v is None:
+                v = vectors[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0]
+            if t is LLMMetrics:
+                if not m.usage_reported:
+                    v[_N] += 1
+                elif m.prompt_tokens >= LARGE_REQUEST_TOKENS:
+                    self._large(key, amounts_of(m))
+                else:
+                    v[0] += 1
+                    v[1] += m.prompt_tokens
+                    v[2] += m.prompt_cached_tokens
+                    v[3] += m.cache_creation_tokens
+                    v[4] += m.completion_tokens
+                    v[5] += m.input_audio_tokens
+                    v[6] += m.output_audio_tokens
+            elif t is STTMetrics:
+                v[0] += 1
+                v[1] += m.input_tokens
+                v[4] += m.output_tokens
+                v[5] += m.input_audio_tokens
+                v[8] += m.audio_duration
+            elif t is TTSMetrics:
+                v[0] += 1
+                v[1] += m.input_tokens
+                v[4] += m.output_tokens
+                v[8] += m.audio_duration
+                v[9] += m.characters_count
+            else:  # realtime
+                a = amounts_of(m)
+                assert a is not None
+                if a.input_tokens >= LARGE_REQUEST_TOKENS:
+                    self._large(key, a)
+                else:
+                    for i, x in enumerate(_astuple(a)):
+                        v[i] += x
+
+    def _large(self, key: ModelKey, a: Amounts | None) -> None:
+        if a is not None:
+            lst = self.large.setdefault(key, [])
+            if len(lst) < MAX_LARGE_REQUESTS:
+                lst.append(a)
+            else:
+                v = self.vectors[key]
+                for i, x in enumerate(_astuple(a)):
+                    v[i] += x
+
     def buckets(self) -> dict[ModelKey, _Bucket]:
+        self.fold()
         out: dict[ModelKey, _Bucket] = {}
         for key, v in self.vectors.items():
             out[key] = _Bucket(Amounts(*v[:_N]), [], v[_N])
@@ -173,9 +233,13 @@ class _Turn:
         return out
 
 
+def _astuple(a: Amounts) -> tuple[Any, ...]:
+    return tuple(getattr(a, f) for f in Amounts.__dataclass_fields__)
+
+
 _N = 10  # number of Amounts fields; index _N of a turn vector counts unreported requests
-# Amounts field order: requests, input, cache_read, cache_write, output, input_audio,
-# output_audio, cache_audio_read, audio_seconds, characters
+MAX_PENDING = 256
+"""Events a turn queues before adding them up (bounds memory for very long turns)."""
 
 
 class CostTracker:
@@ -198,84 +262,47 @@ class CostTracker:
 
     def add(self, m: Any) -> None:
         """Account one metrics event (ignores events that bill nothing)."""
-        t = type(m)
-        if t is LLMMetrics:
-            large = m.prompt_tokens >= LARGE_REQUEST_TOKENS
-            kind = "llm"
-        elif t is STTMetrics:
-            large, kind = False, "stt"
-        elif t is TTSMetrics:
-            large, kind = False, "tts"
-        elif t is RealtimeModelMetrics:
-            large, kind = True, "realtime"  # rare event type: always take the full path
-        else:
-            return
-        sid = m.speech_id
-        if sid is None and not large:
-            return
+        self.add_batch((m,))
+
+    def add_batch(self, events: Iterable[Any]) -> None:
+        """Account events, in order. The common case costs a dict lookup and an append."""
+        turns = self._turns
+        for m in events:
+            t = m.__class__
+            if t is LLMMetrics:
+                if m.prompt_tokens >= LARGE_REQUEST_TOKENS and m.usage_reported:
+                    self._call_large("llm", m)
+            elif t is RealtimeModelMetrics:
+                self._call_large("realtime", m)
+            elif t is not STTMetrics and t is not TTSMetrics:
+                continue
+            sid = m.speech_id
+            if sid is None:
+                continue
+            turn = turns.get(sid)
+            if turn is None:
+                turn = turns[sid] = _Turn()
+                if len(turns) > self._max_turns:
+                    turns.popitem(last=False)
+                    self.dropped_turns += 1
+            turn.cost = None
+            pending = turn.pending
+            pending.append(m)
+            if len(pending) >= MAX_PENDING:
+                turn.fold()
+
+    def _call_large(self, kind: str, m: Any) -> None:
         md = m.metadata
         key = (kind, None, None) if md is None else (kind, md.model_provider, md.model_name)
-        a: Amounts | None = None
-        if large:
-            a = amounts_of(m)
-            if a is not None and a.cache_audio_read_tokens:
-                self._cached_audio[key] = self._cached_audio.get(key, 0) + a.cache_audio_read_tokens
-            if a is not None and a.input_tokens >= LARGE_REQUEST_TOKENS:
-                lst = self._large.setdefault(key, [])
-                if len(lst) < MAX_LARGE_REQUESTS:
-                    lst.append(a)
-        if sid is None:
+        a = amounts_of(m)
+        if a is None:
             return
-        turns = self._turns
-        turn = turns.get(sid)
-        if turn is None:
-            turn = turns[sid] = _Turn()
-            if len(turns) > self._max_turns:
-                turns.popitem(last=False)
-                self.dropped_turns += 1
-        else:
-            turn.cost = None
-        v = turn.vectors.get(key)
-        if v is None:
-            v = turn.vectors[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0]
-        if a is not None:
-            if a.input_tokens >= LARGE_REQUEST_TOKENS:
-                turn.large.setdefault(key, []).append(a)
-            else:
-                v[0] += 1
-                v[1] += a.input_tokens
-                v[2] += a.cache_read_tokens
-                v[3] += a.cache_write_tokens
-                v[4] += a.output_tokens
-                v[5] += a.input_audio_tokens
-                v[6] += a.output_audio_tokens
-                v[7] += a.cache_audio_read_tokens
-            return
-        if t is LLMMetrics:
-            if not m.usage_reported:
-                v[_N] += 1
-                return
-            v[0] += 1
-            v[1] += m.prompt_tokens
-            v[2] += m.prompt_cached_tokens
-            v[3] += m.cache_creation_tokens
-            v[4] += m.completion_tokens
-            v[5] += m.input_audio_tokens
-            v[6] += m.output_audio_tokens
-        elif t is STTMetrics:
-            v[0] += 1
-            v[1] += m.input_tokens
-            v[4] += m.output_tokens
-            v[5] += m.input_audio_tokens
-            v[8] += m.audio_duration
-        elif t is TTSMetrics:
-            v[0] += 1
-            v[1] += m.input_tokens
-            v[4] += m.output_tokens
-            v[8] += m.audio_duration
-            v[9] += m.characters_count
-        else:  # usage unknown (realtime events take the full path above)
-            v[_N] += 1
+        if a.cache_audio_read_tokens:
+            self._cached_audio[key] = self._cached_audio.get(key, 0) + a.cache_audio_read_tokens
+        if a.input_tokens >= LARGE_REQUEST_TOKENS:
+            lst = self._large.setdefault(key, [])
+            if len(lst) < MAX_LARGE_REQUESTS:
+                lst.append(a)
 
     def call_bucket(self, key: ModelKey, mu: Any) -> _Bucket:
         """The whole call's usage of one model: the collector's totals ``mu`` (a
@@ -306,28 +333,44 @@ class CostTracker:
         return _Bucket(small, large, unreported)
 
 
-def _leaf_token_counts(a: Amounts, priced: set[str]) -> dict[str, int]:
+# Token units: (rate name, Amounts field, dimensions). A unit covers the tokens of every
+# unit whose dimensions are a superset of its own (genai-prices' model).
+_UNITS: tuple[tuple[str, str, frozenset[str]], ...] = (
+    ("input_mtok", "input_tokens", frozenset({"in"})),
+    ("cache_read_mtok", "cache_read_tokens", frozenset({"in", "cache_read"})),
+    ("cache_write_mtok", "cache_write_tokens", frozenset({"in", "cache_write"})),
+    ("input_audio_mtok", "input_audio_tokens", frozenset({"in", "audio"})),
+    ("cache_audio_read_mtok", "cache_audio_read_tokens", frozenset({"in", "audio", "cache_read"})),
+    ("output_mtok", "output_tokens", frozenset({"out"})),
+    ("output_audio_mtok", "output_audio_tokens", frozenset({"out", "audio"})),
+)
+
+
+@functools.cache
+def _plan(priced: frozenset[str]) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """For the priced token units, most specific first: (rate, field, indexes of the
+    already-listed units it covers)."""
+    units = sorted((u for u in _UNITS if u[0] in priced), key=lambda u: -len(u[2]))
+    return tuple(
+        (rate, fld, tuple(j for j in range(i) if dims < units[j][2]))
+        for i, (rate, fld, dims) in enumerate(units)
+    )
+
+
+def _leaf_token_counts(a: Amounts, priced: frozenset[str]) -> list[tuple[str, int]]:
     """Tokens billed at each priced token rate, genai-prices style.
 
     A token is billed at the most specific priced rate that covers it; e.g. cached
     tokens are billed at ``input_mtok`` when ``cache_read_mtok`` is unset.
     """
-    dims = {
-        "input_mtok": ({"in"}, a.input_tokens),
-        "cache_read_mtok": ({"in", "cache_read"}, a.cache_read_tokens),
-        "cache_write_mtok": ({"in", "cache_write"}, a.cache_write_tokens),
-        "input_audio_mtok": ({"in", "audio"}, a.input_audio_tokens),
-        "cache_audio_read_mtok": ({"in", "audio", "cache_read"}, a.cache_audio_read_tokens),
-        "output_mtok": ({"out"}, a.output_tokens),
-        "output_audio_mtok": ({"out", "audio"}, a.output_audio_tokens),
-    }
-    units = sorted((u for u in dims if u in priced), key=lambda u: -len(dims[u][0]))
-    leaves: dict[str, int] = {}
-    for u in units:
-        d, count = dims[u]
-        covered = sum(leaves[v] for v in leaves if d < dims[v][0])
-        leaves[u] = max(count - covered, 0)
-    return leaves
+    leaves: list[int] = []
+    out: list[tuple[str, int]] = []
+    for rate, fld, covered in _plan(priced):
+        n = getattr(a, fld) - sum(leaves[j] for j in covered)
+        n = n if n > 0 else 0
+        leaves.append(n)
+        out.append((rate, n))
+    return out
 
 
 def price_amounts(price: ResolvedPrice, a: Amounts, kind: str) -> Decimal:
@@ -336,8 +379,8 @@ def price_amounts(price: ResolvedPrice, a: Amounts, kind: str) -> Decimal:
     if e is None:
         return _genai_cost(price, a, kind)
     total = Decimal(0)
-    priced = {name for name in _TOKEN_RATES if getattr(e, name) is not None}
-    for name, count in _leaf_token_counts(a, priced).items():
+    priced = frozenset(name for name in _TOKEN_RATES if getattr(e, name) is not None)
+    for name, count in _leaf_token_counts(a, priced):
         if count:
             total += getattr(e, name) * count / _MILLION
     if e.audio_minute is not None and a.audio_seconds:
