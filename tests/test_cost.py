@@ -444,3 +444,32 @@ def test_flat_rate_fast_path_matches_genai_prices(model, provider):
         ).total_price
         assert price_amounts(slow, a, "llm") == expected
         assert price_amounts(r, a, "llm") == expected
+
+
+async def test_agent_session_usage_is_priced_per_turn(monkeypatch):
+    """The session's own summary is priced with the defaults, per turn via speech_id."""
+    from callmeter import AgentSession
+
+    monkeypatch.delenv("CALLMETER_PRICES", raising=False)
+    session = AgentSession()
+    async with session:
+        for prompt in (1200, 1500):
+            async with session.turn():
+                with session.stt_request(model="nova-3", provider="deepgram") as req:
+                    req.set_usage(audio_duration=2.5)
+                with session.llm_generation(model="gpt-4o-mini", provider="openai") as gen:
+                    gen.set_usage(prompt_tokens=prompt, completion_tokens=40)
+                with session.tts_request(model="tts-1", provider="openai") as req:
+                    req.set_usage(characters_count=120)
+    s = session.usage
+    assert s.cost_complete and s.unpriced == []
+    assert len(s.cost_by_turn) == 2
+    llm = sum(
+        calc_price(
+            Usage(input_tokens=p, output_tokens=40), "gpt-4o-mini", provider_id="openai"
+        ).total_price
+        for p in (1200, 1500)
+    )
+    assert s.by_model["openai/gpt-4o-mini"].cost == llm
+    assert abs(sum(s.cost_by_turn.values()) - s.cost) <= Decimal("1e-11")
+    assert s.cost == llm + s.by_model["deepgram/nova-3"].cost + s.by_model["openai/tts-1"].cost

@@ -122,7 +122,7 @@ class PriceSource:
     """Where a price came from.
 
     ``kind`` is ``override`` (a user file, env-var file or dict), ``bundled`` (callmeter's
-    speech table) or ``genai-prices``; ``origin`` is the file path, ``"code"`` or the
+    speech table) or ``genai-prices``; ``origin`` is the file path, ``"dict in code"`` or the
     genai-prices version.
     """
 
@@ -392,7 +392,10 @@ class Prices:
         for item in items:
             if isinstance(item, Mapping):
                 self._tables.append(
-                    (PriceSource("override", "code"), _parse_entries(item, "<prices dict>", None))
+                    (
+                        PriceSource("override", "dict in code"),
+                        _parse_entries(item, "<prices dict>", None),
+                    )
                 )
             elif isinstance(item, str | os.PathLike):
                 self._tables.append(
