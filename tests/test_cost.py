@@ -473,3 +473,14 @@ async def test_agent_session_usage_is_priced_per_turn(monkeypatch):
     assert s.by_model["openai/gpt-4o-mini"].cost == llm
     assert abs(sum(s.cost_by_turn.values()) - s.cost) <= Decimal("1e-11")
     assert s.cost == llm + s.by_model["deepgram/nova-3"].cost + s.by_model["openai/tts-1"].cost
+
+
+def test_inconsistent_token_counts_are_unpriced_not_mispriced(caplog):
+    """Anthropic-style usage (input excluding cache reads) must not be billed silently."""
+    caplog.set_level(logging.WARNING, logger="callmeter.pricing")
+    model = "gpt-4.1"
+    c = UsageCollector(prices=offline_prices())
+    c(llm(model, "openai", prompt_tokens=100, prompt_cached_tokens=5_000, completion_tokens=5))
+    s = c.get_summary()
+    assert s.unpriced == [f"openai/{model}"] and not s.cost_complete
+    assert any("prompt_tokens must include cached" in r.getMessage() for r in caplog.records)

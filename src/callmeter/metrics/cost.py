@@ -367,7 +367,12 @@ def _leaf_token_counts(a: Amounts, priced: frozenset[str]) -> list[tuple[str, in
     out: list[tuple[str, int]] = []
     for rate, fld, covered in _plan(priced):
         n = getattr(a, fld) - sum(leaves[j] for j in covered)
-        n = n if n > 0 else 0
+        if n < 0:
+            raise ValueError(
+                f"{fld} ({getattr(a, fld)}) is less than the more specific token counts it "
+                "includes; prompt_tokens must include cached, cache-write and audio input "
+                "tokens (OpenAI's convention)"
+            )
         leaves.append(n)
         out.append((rate, n))
     return out
