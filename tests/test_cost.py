@@ -484,3 +484,17 @@ def test_inconsistent_token_counts_are_unpriced_not_mispriced(caplog):
     s = c.get_summary()
     assert s.unpriced == [f"openai/{model}"] and not s.cost_complete
     assert any("prompt_tokens must include cached" in r.getMessage() for r in caplog.records)
+
+
+def test_two_models_of_one_kind_are_priced_separately():
+    """A call that switches STT (or TTS) vendor mid-call bills each at its own rate."""
+    prices = offline_prices({"acme/a": {"audio_minute": "0.01"}, "acme/b": {"audio_minute": "1"}})
+    c = UsageCollector(prices=prices)
+    c(stt("a", "acme", 60.0))
+    c(stt("b", "acme", 60.0))
+    c(tts("tts-1", "openai", 1000))
+    c(tts("tts-1-hd", "openai", 1000))
+    s = c.get_summary()
+    assert s.by_model["acme/a"].cost == Decimal("0.01")
+    assert s.by_model["acme/b"].cost == Decimal("1")
+    assert s.by_model["openai/tts-1"].cost < s.by_model["openai/tts-1-hd"].cost
