@@ -498,3 +498,23 @@ def test_two_models_of_one_kind_are_priced_separately():
     assert s.by_model["acme/a"].cost == Decimal("0.01")
     assert s.by_model["acme/b"].cost == Decimal("1")
     assert s.by_model["openai/tts-1"].cost < s.by_model["openai/tts-1-hd"].cost
+
+
+def test_genai_prices_tiers_start_above_the_large_request_threshold():
+    """Requests below LARGE_REQUEST_TOKENS are priced in aggregate; that is exact only if
+    no tier of the installed snapshot starts below it."""
+    from genai_prices.data_snapshot import get_snapshot
+    from genai_prices.types import ModelPrice, TieredPrices
+
+    from callmeter.metrics.cost import LARGE_REQUEST_TOKENS
+
+    starts = set()
+    for provider in get_snapshot().providers:
+        for model in provider.models:
+            prices = model.prices if isinstance(model.prices, list) else [model.prices]
+            for p in prices:
+                mp = p if isinstance(p, ModelPrice) else p.prices
+                for v in vars(mp).values():
+                    if isinstance(v, TieredPrices):
+                        starts.update(t.start for t in v.tiers)
+    assert starts and min(starts) >= LARGE_REQUEST_TOKENS

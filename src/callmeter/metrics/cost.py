@@ -1,10 +1,11 @@
 """Cost arithmetic: exact USD (``decimal.Decimal``) for usage priced by :mod:`.pricing`.
 
-The collector feeds every LLM/STT/TTS/realtime event to a :class:`CostTracker` (a few
-additions per event); :func:`price_tracker` turns what it accumulated into money when a
-summary is asked for. Requests with at least :data:`LARGE_REQUEST_TOKENS` input tokens are
-kept individually so that genai-prices' tiered rates (a higher rate above e.g. 200k input
-tokens *per request*) are applied per request, as providers bill them.
+The collector's per-model totals hold most of what pricing needs; a :class:`CostTracker`
+fed the same events keeps the rest (per-turn usage: an append per event), and
+:func:`price_tracker` turns both into money when a summary is asked for. Requests with at
+least :data:`LARGE_REQUEST_TOKENS` input tokens are kept individually so that
+genai-prices' tiered rates (a higher rate above e.g. 200k input tokens *per request*) are
+applied per request, as providers bill them.
 """
 
 from __future__ import annotations
@@ -147,16 +148,11 @@ class _Bucket:
     large: list[Amounts] = field(default_factory=list)
     unreported: int = 0
 
-    def add(self, a: Amounts) -> None:
-        if a.input_tokens >= LARGE_REQUEST_TOKENS and len(self.large) < MAX_LARGE_REQUESTS:
-            self.large.append(a)
-        else:
-            self.small.add(a)
-
 
 class _Turn:
     """Usage of one turn. Events are queued as they come (cheap) and folded into per-model
-    vectors (:data:`_FIELDS` order) when priced or when :data:`MAX_PENDING` are queued."""
+    vectors (:class:`Amounts` field order, then unreported requests) when the turn is
+    priced or :data:`MAX_PENDING` events are queued."""
 
     __slots__ = ("cost", "large", "pending", "vectors")
 
