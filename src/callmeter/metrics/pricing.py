@@ -436,10 +436,7 @@ class Prices:
             if entry is None and not key[0]:
                 entry = next((e for (p, m), e in table.items() if m == key[1]), None)
             if entry is not None:
-                if src.kind == "bundled" or entry.source or entry.checked:
-                    src = PriceSource(
-                        src.kind, src.origin, entry.source, entry.checked, entry.notes
-                    )
+                src = PriceSource(src.kind, src.origin, entry.source, entry.checked, entry.notes)
                 return ResolvedPrice(provider, model, src, entry=entry)
         if self._genai and key[1]:
             return self._find_genai(model, provider)
