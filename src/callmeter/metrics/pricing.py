@@ -13,11 +13,9 @@ import logging
 import os
 import re
 import threading
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -325,6 +323,8 @@ def load_price_file(path: str | os.PathLike[str]) -> dict[_Key, PriceEntry]:
 
 
 def _parse_toml(text: str, file: str) -> dict[_Key, PriceEntry]:
+    import tomllib  # only when a price file is read
+
     try:
         data = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as e:
@@ -345,6 +345,8 @@ def bundled_entries() -> dict[_Key, PriceEntry]:
     global _bundled
     with _bundled_lock:
         if _bundled is None:
+            from importlib import resources
+
             res = resources.files(__package__).joinpath("prices", BUNDLED_FILE)
             _bundled = _parse_toml(res.read_text(encoding="utf-8"), f"callmeter/{BUNDLED_FILE}")
         return _bundled
