@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from .prices import prices
+
 app = typer.Typer(
     name="callmeter",
     help="What each AI agent call cost and where every second went.",
@@ -23,6 +25,9 @@ def version() -> None:
     from .. import __version__
 
     typer.echo(__version__)
+
+
+app.command()(prices)
 
 
 def main() -> None:

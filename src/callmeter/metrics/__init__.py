@@ -6,6 +6,7 @@ This package imports nothing else of callmeter's: it is pure data and arithmetic
 from .codec import decode, decode_list, encode, from_dict, to_dict
 from .events import CloseEvent, MetricsCollectedEvent, SessionStartedEvent
 from .log import log_metrics
+from .pricing import PriceFileError, Prices
 from .timeline import IntervalUnion, merge_intervals, union_duration
 from .types import (
     AgentMetrics,
@@ -36,6 +37,8 @@ __all__ = [
     "MetricsNotKeptError",
     "ModelUsage",
     "OutputTokenDetails",
+    "PriceFileError",
+    "Prices",
     "RealtimeModelMetrics",
     "STTMetrics",
     "SessionStartedEvent",

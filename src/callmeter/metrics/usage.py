@@ -6,9 +6,12 @@ import copy
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from ..errors import CallmeterError, InvalidArgumentError
+from .cost import DEFAULT_MAX_TURNS, CostTracker, price_tracker
+from .pricing import PriceOverrides, Prices, resolve_prices
 from .timeline import IntervalUnion
 from .types import (
     AgentMetrics,
@@ -46,6 +49,10 @@ class ModelUsage:
     usage_unreported: int = 0
     """Requests for which the provider reported no token usage (their tokens are unknown)."""
     errors: int = 0
+    cost: Decimal | None = None
+    """USD for this model's usage; None when it has no price (see ``UsageSummary.unpriced``)."""
+    price_source: str | None = None
+    """Where the price came from (override file, bundled table, genai-prices version)."""
 
 
 @dataclass(slots=True)
@@ -92,6 +99,19 @@ class UsageSummary:
     measured under the same name)."""
     by_tool: dict[str, ToolUsage] = field(default_factory=dict)
     """Usage per tool name."""
+    cost: Decimal = Decimal(0)
+    """Total USD, exact. A lower bound when ``cost_complete`` is False."""
+    cost_complete: bool = True
+    """False when some usage could not be priced (``unpriced``) or was not reported."""
+    unpriced: list[str] = field(default_factory=list)
+    """``"provider/model"`` of models that had usage but no price (not in ``cost``)."""
+    cost_by_turn: dict[str, Decimal] = field(default_factory=dict)
+    """USD per turn (``speech_id``), most recent turns only (``UsageCollector(max_cost_turns)``)."""
+
+    @property
+    def cost_is_lower_bound(self) -> bool:
+        """True when the real cost is at least ``cost`` (some usage is unpriced)."""
+        return not self.cost_complete
 
     @property
     def llm_input_tokens(self) -> int:
@@ -108,11 +128,22 @@ class UsageSummary:
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
         out["by_model"] = {k: _slots_dict(v) for k, v in self.by_model.items()}
         out["by_tool"] = {k: _slots_dict(v) for k, v in self.by_tool.items()}
+        out["cost"] = _money_str(self.cost)
+        out["cost_by_turn"] = {k: _money_str(v) for k, v in self.cost_by_turn.items()}
+        out["unpriced"] = list(self.unpriced)
         return out
 
 
+def _money_str(value: Decimal) -> str:
+    # Money is a Decimal; as a plain decimal string it stays exact in JSON.
+    return f"{value.normalize():f}"
+
+
 def _slots_dict(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+    return {
+        name: _money_str(v) if isinstance(v := getattr(obj, name), Decimal) else v
+        for name in obj.__dataclass_fields__
+    }
 
 
 class MetricsNotKeptError(CallmeterError):
@@ -128,11 +159,23 @@ class UsageCollector:
 
     ``collect`` only appends to a small buffer; events are added up in batches of
     ``BATCH`` (and whenever a summary is read), which keeps the per-event cost low.
+
+    ``prices`` selects the pricing: a :class:`~callmeter.metrics.pricing.Prices`, override
+    rates (a dict or TOML file path, on top of the defaults), ``None`` for the defaults
+    (bundled speech table + genai-prices + ``$CALLMETER_PRICES``) or ``False`` for no cost.
+    ``max_cost_turns`` bounds how many turns ``cost_by_turn`` keeps (the most recent).
     """
 
     BATCH = 1024
 
-    def __init__(self, *, keep_metrics: bool = True, max_metrics: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        keep_metrics: bool = True,
+        max_metrics: int | None = None,
+        prices: Prices | PriceOverrides | bool | None = None,
+        max_cost_turns: int = DEFAULT_MAX_TURNS,
+    ) -> None:
         if max_metrics is not None and (
             isinstance(max_metrics, bool) or not isinstance(max_metrics, int) or max_metrics < 1
         ):
@@ -141,6 +184,12 @@ class UsageCollector:
             )
         self._keep = keep_metrics
         self._max_metrics = max_metrics
+        if not isinstance(max_cost_turns, int) or max_cost_turns < 0:
+            raise InvalidArgumentError(
+                f"max_cost_turns must be a non-negative int, got {max_cost_turns!r}"
+            )
+        self._max_cost_turns = max_cost_turns
+        self._prices = resolve_prices(prices)
         self._batch_handlers: dict[type, Callable[[list[Any]], None]] = {
             LLMMetrics: self._llm_batch,
             ToolMetrics: self._tool_batch,
@@ -161,6 +210,7 @@ class UsageCollector:
             deque(maxlen=self._max_metrics) if self._max_metrics else []
         )
         self._seen = 0
+        self._cost = CostTracker(self._max_cost_turns) if self._prices is not None else None
 
     def collect(self, metrics: AgentMetrics) -> None:
         """Add one metrics event. Unknown event types are kept but add to no total."""
@@ -192,7 +242,8 @@ class UsageCollector:
         """A copy of the totals so far."""
         self._flush()
         s = UsageSummary()
-        for mu in self._models.values():
+        summary_keys: dict[tuple[str, str | None, str | None], str] = {}
+        for model_key, mu in self._models.items():
             kind = mu.kind
             if kind == "llm" or kind == "realtime":
                 s.llm_prompt_tokens += mu.prompt_tokens
@@ -214,6 +265,7 @@ class UsageCollector:
             if key in s.by_model:  # the same model name measured as another kind
                 key = f"{key}#{kind}"
             s.by_model[key] = copy.copy(mu)
+            summary_keys[model_key] = key
         for name, tu in self._tools.items():
             s.tool_calls += tu.calls
             s.tool_errors += tu.errors
@@ -221,6 +273,16 @@ class UsageCollector:
             s.by_tool[name] = copy.copy(tu)
         s.llm_and_tool_duration = s.llm_duration + s.tool_duration
         s.active_duration = self._timeline.total()
+        if self._cost is not None and self._prices is not None:
+            report = price_tracker(self._cost, self._prices, self._models)
+            s.cost, s.cost_complete = report.total, report.complete
+            s.unpriced, s.cost_by_turn = report.unpriced, report.by_turn
+            for model_key, key in summary_keys.items():
+                entry = s.by_model[key]
+                entry.cost = report.by_model.get(model_key)
+                entry.price_source = report.sources.get(model_key)
+        else:
+            s.cost_complete = False  # pricing disabled: cost is not known
         return s
 
     # batch aggregation ------------------------------------------------------------------
@@ -233,6 +295,8 @@ class UsageCollector:
         if self._keep:
             self._metrics.extend(buf)
             self._seen += len(buf)
+        if self._cost is not None:
+            self._cost.add_batch(buf)
         by_type: defaultdict[type, list[Any]] = defaultdict(list)
         for m in buf:
             by_type[m.__class__].append(m)

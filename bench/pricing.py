@@ -1,0 +1,101 @@
+"""Cost of pricing on the hot path and at summary time.
+
+Baseline: the same collector with pricing disabled (``prices=False``), in the same run.
+Run: ``.venv/bin/python bench/pricing.py``
+"""
+
+from __future__ import annotations
+
+import time
+from timeit import repeat
+
+from callmeter.metrics import LLMMetrics, Metadata, STTMetrics, TTSMetrics, UsageCollector
+from callmeter.metrics.pricing import Prices
+
+T0 = 1_790_000_000.0
+N = 20_000
+
+
+def events(with_turns: bool = True) -> list:
+    out = []
+    for i in range(N // 4):
+        sid = f"turn-{i}" if with_turns else None
+        out.append(
+            STTMetrics(
+                timestamp=T0,
+                started_at=T0,
+                duration=0.2,
+                audio_duration=3.0,
+                speech_id=sid,
+                metadata=Metadata(model_name="nova-3", model_provider="deepgram"),
+            )
+        )
+        for _ in range(2):
+            out.append(
+                LLMMetrics(
+                    timestamp=T0,
+                    started_at=T0,
+                    duration=0.8,
+                    prompt_tokens=1500,
+                    prompt_cached_tokens=1024,
+                    completion_tokens=60,
+                    speech_id=sid,
+                    metadata=Metadata(model_name="gpt-4o-mini", model_provider="openai"),
+                )
+            )
+        out.append(
+            TTSMetrics(
+                timestamp=T0,
+                started_at=T0,
+                duration=0.3,
+                characters_count=180,
+                speech_id=sid,
+                metadata=Metadata(model_name="tts-1", model_provider="openai"),
+            )
+        )
+    return out
+
+
+def collect_ns(prices: object, evs: list) -> float:
+    def run() -> None:
+        c = UsageCollector(keep_metrics=False, prices=prices)
+        for m in evs:
+            c.collect(m)
+
+    return min(repeat(run, number=1, repeat=5)) / len(evs) * 1e9
+
+
+def main() -> None:
+    evs = events()
+    prices = Prices(env=False)
+    t = time.perf_counter()
+    prices.preload()
+    print(f"first price lookup (imports genai-prices): {(time.perf_counter() - t) * 1e3:.0f} ms")
+    for label, evs_ in (("with speech_id", evs), ("no speech_id", events(False))):
+        base = collect_ns(False, evs_)
+        priced = collect_ns(prices, evs_)
+        print(
+            f"collect() {label}: pricing off (baseline) {base:.0f} ns/event, pricing on "
+            f"{priced:.0f} ns/event ({priced / base:.2f}x, +{priced - base:.0f} ns)"
+        )
+    c = UsageCollector(keep_metrics=False, prices=prices)
+    for m in evs:
+        c.collect(m)
+    t = time.perf_counter()
+    c.get_summary()
+    cold = time.perf_counter() - t
+    best = min(repeat(c.get_summary, number=1, repeat=5))
+    off = UsageCollector(keep_metrics=False, prices=False)
+    for m in evs:
+        off.collect(m)
+    best_off = min(repeat(off.get_summary, number=1, repeat=5))
+    turns = len(c.get_summary().cost_by_turn)
+    print(
+        f"get_summary() with cost, {len(evs)} events, {turns} turns kept: first call "
+        f"{cold * 1e3:.1f} ms, later calls {best * 1e3:.2f} ms "
+        f"(pricing off: {best_off * 1e3:.2f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
