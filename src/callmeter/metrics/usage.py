@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CallmeterError, InvalidArgumentError
+from .latency import LatencyCollector, LatencySummary
 from .timeline import IntervalUnion
 from .types import (
     AgentMetrics,
@@ -152,6 +153,7 @@ class UsageCollector:
             deque(maxlen=self._max_metrics) if self._max_metrics else []
         )
         self._seen = 0
+        self._latency = LatencyCollector()
 
     def __call__(self, metrics: AgentMetrics) -> None:
         self.collect(metrics)
@@ -161,6 +163,7 @@ class UsageCollector:
         handler = self._dispatch.get(type(metrics))
         if handler is not None:
             handler(metrics)
+        self._latency.collect(metrics)
         if self._keep:
             self._metrics.append(metrics)
             self._seen += 1
@@ -189,6 +192,10 @@ class UsageCollector:
             f"{mu.provider}/{mu.model}": copy.copy(mu) for mu in self._models.values()
         }
         return summary
+
+    def get_latency_summary(self) -> LatencySummary:
+        """Turn latency so far: e2e, LLM TTFT, TTS TTFB and tool percentiles, slowest turns."""
+        return self._latency.get_summary()
 
     def _model(self, kind: str, metadata: Metadata | None) -> ModelUsage:
         if metadata is None:
