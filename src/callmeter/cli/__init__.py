@@ -25,6 +25,11 @@ def version() -> None:
     typer.echo(__version__)
 
 
+from .report import report  # noqa: E402
+
+app.command()(report)
+
+
 def main() -> None:
     """Entry point of the ``callmeter`` script."""
     app()
