@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -34,8 +33,11 @@ def report(
         raise typer.Exit(2) from None
     if as_json:
         print_errors(loaded.errors, err)
-        json.dump(_as_json(loaded), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        import msgspec
+
+        data = msgspec.json.format(msgspec.json.encode(_as_json(loaded)), indent=2)
+        sys.stdout.buffer.write(data + b"\n")
+        sys.stdout.flush()
     else:
         render_terminal(loaded, Console())
     if html is not None:
