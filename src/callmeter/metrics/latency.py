@@ -172,6 +172,9 @@ class LatencyCollector:
     def reset(self) -> None:
         """Forget everything collected so far."""
         self._values: dict[str, list[float]] = {name: [] for name in SERIES}
+        self._ttft = self._values["llm_ttft"]
+        self._ttfb = self._values["tts_ttfb"]
+        self._tools = self._values["tool_duration"]
         self._sketches: dict[str, Any] = {}
         self._maxima = dict.fromkeys(SERIES, 0.0)
         self._turns = 0
@@ -205,16 +208,24 @@ class LatencyCollector:
         self._maxima[name] = max(self._maxima[name], max(values, default=0.0))
         values.clear()
 
+    # the three handlers below run for every request: kept to an append and a length check
+
     def _llm(self, m: LLMMetrics) -> None:
         if m.ttft >= 0:
-            self._add("llm_ttft", m.ttft)
+            self._ttft.append(m.ttft)
+            if len(self._ttft) >= self._max_values:
+                self._fold("llm_ttft")
 
     def _tts(self, m: TTSMetrics) -> None:
         if m.ttfb >= 0:
-            self._add("tts_ttfb", m.ttfb)
+            self._ttfb.append(m.ttfb)
+            if len(self._ttfb) >= self._max_values:
+                self._fold("tts_ttfb")
 
     def _tool(self, m: ToolMetrics) -> None:
-        self._add("tool_duration", m.duration)
+        self._tools.append(m.duration)
+        if len(self._tools) >= self._max_values:
+            self._fold("tool_duration")
 
     def _turn(self, m: TurnMetrics) -> None:
         self._turns += 1
