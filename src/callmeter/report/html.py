@@ -26,7 +26,7 @@ th{font-weight:600}td:first-child,th:first-child{text-align:left}
 svg text{font:11px system-ui,Helvetica,Arial,sans-serif;fill:#333}
 """
 
-LABEL_W = 150
+LABEL_W = 170
 BAR_W = 600
 ROW_H = 18
 
@@ -64,7 +64,8 @@ def waterfall_svg(turns: Sequence[TurnMetrics], session_id: str = "") -> str:
         )
     for i, turn in enumerate(turns):
         y = i * ROW_H
-        label = escape((turn.speech_id or "-")[-18:])
+        sid = turn.speech_id or "-"
+        label = escape(sid if len(sid) <= 24 else "…" + sid[-23:])
         out.append(f'<text x="0" y="{y + 13}">{label}</text>')
         for seg in turn.breakdown.segments:
             w = (seg.end - seg.start) * k

@@ -47,7 +47,7 @@ def _summary(call: Call) -> Text:
             f"{call.budget_exceeded} turns",
         ),
     ]
-    out = Text(no_wrap=True, overflow="crop")
+    out = Text()
     for k1, v1, k2, v2 in rows:
         out.append(f"{k1:<15}", "bold")
         out.append(f"{v1:<18}")
@@ -64,7 +64,7 @@ def _short(speech_id: str | None, width: int = 20) -> str:
 
 def waterfall_bar(turn: TurnMetrics, scale: float, width: int = BAR_WIDTH) -> Text:
     """One turn as a bar of ``width`` cells for ``scale`` seconds, coloured by component."""
-    bar = Text(no_wrap=True)
+    bar = Text()
     pos = 0
     for seg in turn.breakdown.segments:
         end = round(seg.end / scale * width) if scale > 0 else 0
@@ -78,7 +78,7 @@ def _waterfall(call: Call) -> Text:
     if not call.turns:
         return Text("no turns\n", style="dim")
     scale = max(t.duration for t in call.turns) or 1.0
-    out = Text(no_wrap=True, overflow="crop")
+    out = Text()
     for turn in call.turns:
         flag = "✗" if turn.e2e_latency < 0 else " "
         out.append(f"{_short(turn.speech_id):<20} ", "dim")
@@ -90,7 +90,7 @@ def _waterfall(call: Call) -> Text:
 
 def legend() -> Text:
     """The component colour legend."""
-    out = Text(no_wrap=True, overflow="crop")
+    out = Text()
     for name in COMPONENTS:
         out.append("█ ", style=COLORS[name])
         out.append(LABELS[name] + "  ")
@@ -98,7 +98,7 @@ def legend() -> Text:
 
 
 def _percentiles(lat: LatencySummary) -> Text:
-    out = Text(no_wrap=True, overflow="crop")
+    out = Text()
     out.append(f"{'':<16}{'n':>7}{'p50':>10}{'p90':>10}{'p99':>10}{'max':>10}\n", "bold")
     for name in SERIES:
         p = getattr(lat, name)
@@ -117,7 +117,7 @@ def _parts(turn: TurnMetrics, top: int = 3) -> str:
 
 
 def _slowest(lat: LatencySummary) -> Text:
-    out = Text(no_wrap=True, overflow="crop")
+    out = Text()
     out.append(f"{'slowest turns':<20} {'e2e':>9}  where the time went (s)\n", "bold")
     for turn in lat.slowest_turns:
         out.append(f"{_short(turn.speech_id):<20} {seconds(turn.e2e_latency):>9}  {_parts(turn)}\n")
@@ -160,7 +160,7 @@ def render_terminal(
     for call in report.calls:
         console.print(call_renderable(call), soft_wrap=True)
     if report.calls:
-        console.print(legend())
+        console.print(legend(), soft_wrap=True)
     if len(report.calls) > 1:
         merged = LatencySummary.merge(c.latency for c in report.calls)
         console.print(Rule(f"all {len(report.calls)} calls", align="left"))
