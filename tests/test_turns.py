@@ -296,3 +296,56 @@ def test_failing_turn_arithmetic_never_reaches_the_agent(caplog):
         turn.user_stopped_speaking(at="not a time")  # type: ignore[arg-type]
     assert turn.metrics is None
     assert "building the metrics of turn" in caplog.text
+
+
+def reference_components(ms, origin: float, end: float) -> dict[str, int]:
+    """Brute force, per microsecond: the best-ranked interval covering each instant."""
+    from callmeter.metrics.turns import PRECEDENCE
+
+    labelled = []
+    for m in ms:
+        s = us(m.started_at - origin)
+        if isinstance(m, EOUMetrics):
+            labelled += [
+                ("end_of_utterance", s, s + us(m.end_of_utterance_delay)),
+                ("transcription", s, s + us(m.transcription_delay)),
+            ]
+        elif isinstance(m, LLMMetrics):
+            first = s + us(m.ttft)
+            labelled += [("llm_ttft", s, first), ("llm_remainder", first, s + us(m.duration))]
+        elif isinstance(m, ToolMetrics):
+            labelled.append(("tool", s, s + us(m.duration)))
+        elif isinstance(m, TTSMetrics):
+            labelled.append(("tts_ttfb", s, s + us(m.ttfb)))
+    out = dict.fromkeys(COMPONENTS, 0)
+    for t in range(0, us(end - origin), 1000):  # one sample per millisecond
+        covering = [c for c, s, e in labelled if s <= t < e]
+        out[min(covering, key=PRECEDENCE.index) if covering else "other"] += 1000
+    return out
+
+
+def test_random_timelines_match_a_brute_force_reference():
+    import random
+
+    rng = random.Random(5)
+    for _ in range(60):
+        ms = [eou(0, rng.randint(1, 6) / 10, rng.randint(0, 3) / 10)]
+        for _ in range(rng.randint(1, 4)):
+            at, ttft = rng.randint(0, 30) / 10, rng.randint(1, 5) / 10
+            ms.append(llm(at, ttft, ttft + rng.randint(0, 5) / 10))
+        for _ in range(rng.randint(0, 3)):
+            ms.append(tool(rng.randint(0, 30) / 10, rng.randint(1, 10) / 10))
+        ms.append(tts(rng.randint(10, 35) / 10, rng.randint(1, 4) / 10, 1.0))
+        tm = build(ms)
+        check_tiling(tm)
+        got = {k: us(v) for k, v in tm.breakdown.components().items()}
+        assert got == reference_components(ms, T0, T0 + tm.duration)
+
+
+def test_a_turn_with_thousands_of_metrics_is_still_exact():
+    ms = [tool(i * 0.001, 0.0015, sid="s1") for i in range(5000)]
+    tm = build([*ms, tts(5.0, 0.1, 1.0)])
+    assert tm.tool_calls == 5000 and tm.e2e_latency == pytest.approx(5.1)
+    # tools cover 0 .. 5.0005, but from 5.0 the TTS TTFB outranks them
+    assert tm.breakdown.tool == pytest.approx(5.0) and tm.breakdown.tts_ttfb == pytest.approx(0.1)
+    check_tiling(tm)

@@ -7,6 +7,7 @@ Pure functions over metrics events. :func:`build_turn_metrics` attributes every 
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import time
@@ -175,15 +176,29 @@ def build_turn_metrics(
 def _attribute(
     intervals: list[tuple[int, int, int, int]], end_us: int
 ) -> list[tuple[int, int, int, int]]:
-    """Tile ``[0, end_us]`` into ``(rank, step, start, end)`` pieces, best rank winning."""
-    bounds = sorted({0, end_us, *(i[2] for i in intervals), *(i[3] for i in intervals)})
+    """Tile ``[0, end_us]`` into ``(rank, step, start, end)`` pieces, best rank winning.
+
+    A sweep over the interval ends with a heap of active ``(rank, step)`` keys (ties between
+    LLM steps go to the earlier step): O(n log n) however many metrics a turn has.
+    """
+    starts: dict[int, list[tuple[int, int]]] = {}
+    ends: dict[int, list[tuple[int, int]]] = {}
+    for rank, step, s, e in intervals:
+        starts.setdefault(s, []).append((rank, step))
+        ends.setdefault(e, []).append((rank, step))
+    bounds = sorted({0, end_us, *starts, *ends})
+    active: dict[tuple[int, int], int] = {}
+    heap: list[tuple[int, int]] = []
     pieces: list[tuple[int, int, int, int]] = []
     for lo, hi in itertools.pairwise(bounds):
-        best: tuple[int, int] = (_OTHER_RANK, 0)
-        for rank, step, s, e in intervals:
-            # ties between LLM steps go to the earlier step
-            if s <= lo and e >= hi and (rank, step) < best:
-                best = (rank, step)
+        for key in starts.get(lo, ()):
+            active[key] = active.get(key, 0) + 1
+            heapq.heappush(heap, key)
+        for key in ends.get(lo, ()):
+            active[key] -= 1
+        while heap and active[heap[0]] <= 0:
+            heapq.heappop(heap)
+        best = heap[0] if heap else (_OTHER_RANK, 0)
         if pieces and pieces[-1][:2] == best:
             pieces[-1] = (best[0], best[1], pieces[-1][2], hi)
         else:
