@@ -91,6 +91,7 @@ def test_flush_detach_and_close(tmp_path):
     s.start()
     with s.tool_call("t"):
         pass
+    assert path.read_bytes() == b""  # nothing written on the caller's thread
     writer.flush()
     assert [r["event"] for r in read(path)] == ["session_started", "metrics_collected"]
     writer.detach(s)
