@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from ..report import Report
 
 
 def report(
@@ -49,11 +52,9 @@ def report(
         err.print(f"HTML report: {out}", highlight=False)
 
 
-def _as_json(loaded: object) -> dict[str, object]:
+def _as_json(loaded: Report) -> dict[str, object]:
     from ..metrics.latency import LatencySummary
-    from ..report import Report
 
-    assert isinstance(loaded, Report)
     calls = [
         {
             "session_id": c.session_id,
