@@ -93,8 +93,10 @@ def test_seed_snippet_two_handler_receives_every_metric(capsys):
     _run_call(session)
 
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Received metrics")]
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert "LLMMetrics(" in lines[0] and "completion_tokens=12" in lines[0]
     assert "ToolMetrics(" in lines[1] and "tool_name='get_weather'" in lines[1]
     assert "prompt_tokens=140" in lines[2] and "total_tokens=170" in lines[2]
+    # when the turn ends, its latency breakdown arrives as one more metrics event
+    assert lines[3].startswith("Received metrics: TurnMetrics(") and "e2e_latency=" in lines[3]
     assert session.usage.llm_and_tool_duration > 0.09

@@ -21,8 +21,14 @@ from callmeter import (
 
 
 def collect(session: AgentSession) -> list:
+    """Request metrics the session emits (turn summaries left out)."""
     seen: list = []
-    session.on("metrics_collected", lambda ev: seen.append(ev.metrics))
+
+    @session.on("metrics_collected")
+    def _on(ev):
+        if not isinstance(ev.metrics, metrics.TurnMetrics):
+            seen.append(ev.metrics)
+
     return seen
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .prices import prices
+from .report import report
 
 app = typer.Typer(
     name="callmeter",
@@ -28,6 +29,7 @@ def version() -> None:
 
 
 app.command()(prices)
+app.command()(report)
 
 
 def main() -> None:

@@ -219,6 +219,91 @@ class RealtimeModelMetrics(_Metric, tag="realtime_model_metrics"):
     metadata: Metadata | None = None
 
 
+COMPONENTS: tuple[str, ...] = (
+    "end_of_utterance",
+    "transcription",
+    "user_turn_completed",
+    "llm_ttft",
+    "llm_remainder",
+    "tool",
+    "tts_ttfb",
+    "other",
+)
+"""The parts of a turn's latency, in the order they usually happen (see docs/latency.md)."""
+
+
+class TurnSegment(Struct, kw_only=True, omit_defaults=True):
+    """One stretch of a turn's wait attributed to one component.
+
+    ``start``/``end`` are seconds after the user stopped speaking; ``step`` is the LLM step
+    (1-based) for ``llm_ttft``/``llm_remainder`` segments.
+    """
+
+    component: str
+    start: float
+    end: float
+    step: int | None = None
+
+
+class LLMStepLatency(Struct, kw_only=True, omit_defaults=True):
+    """One LLM request of a turn: its measured TTFT and the seconds the turn waited on it."""
+
+    step: int
+    ttft: Latency
+    ttft_wait: Seconds = 0.0
+    """Seconds of the turn's wait attributed to this step's time to first token."""
+    remainder_wait: Seconds = 0.0
+    """Seconds of the turn's wait attributed to this step after its first token."""
+    request_id: str = ""
+
+
+class TurnBreakdown(Struct, kw_only=True):
+    """Where a turn's wait went, in seconds; the components add up to the turn's ``duration``.
+
+    ``segments`` tile ``[0, duration]`` without gaps or overlaps, in time order.
+    """
+
+    end_of_utterance: Seconds = 0.0
+    transcription: Seconds = 0.0
+    user_turn_completed: Seconds = 0.0
+    llm_ttft: Seconds = 0.0
+    llm_remainder: Seconds = 0.0
+    tool: Seconds = 0.0
+    tts_ttfb: Seconds = 0.0
+    other: Seconds = 0.0
+    llm_steps: list[LLMStepLatency] = field(default_factory=list)
+    segments: list[TurnSegment] = field(default_factory=list)
+
+    def components(self) -> dict[str, float]:
+        """Seconds per component, in :data:`COMPONENTS` order."""
+        return {name: getattr(self, name) for name in COMPONENTS}
+
+
+class TurnMetrics(_Metric, tag="turn_metrics"):
+    """One user -> agent exchange, emitted when a ``session.turn()`` ends.
+
+    ``started_at`` is when the user stopped speaking (or the text input arrived);
+    ``agent_started_at`` when the agent started speaking (first TTS audio; first LLM token
+    of a text-only turn), None if it never did. ``e2e_latency`` is the time between the two
+    (-1 when the agent never spoke). ``duration`` is the span the breakdown covers: equal
+    to ``e2e_latency`` when the agent spoke, up to the end of the turn otherwise.
+    """
+
+    type: ClassVar[str] = "turn_metrics"
+    timestamp: Timestamp
+    started_at: Timestamp
+    duration: Seconds
+    e2e_latency: Latency = -1.0
+    agent_started_at: Timestamp | None = None
+    interrupted: bool = False
+    text_only: bool = False
+    llm_requests: Count = 0
+    tool_calls: Count = 0
+    breakdown: TurnBreakdown = field(default_factory=TurnBreakdown)
+    speech_id: str | None = None
+    metadata: Metadata | None = None
+
+
 AgentMetrics = (
     LLMMetrics
     | ToolMetrics
@@ -227,6 +312,7 @@ AgentMetrics = (
     | VADMetrics
     | EOUMetrics
     | RealtimeModelMetrics
+    | TurnMetrics
 )
 """Any metrics event; the ``type`` field tells which."""
 
@@ -238,4 +324,5 @@ METRIC_TYPES: tuple[type[_Metric], ...] = (
     VADMetrics,
     EOUMetrics,
     RealtimeModelMetrics,
+    TurnMetrics,
 )

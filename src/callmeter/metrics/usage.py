@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import CallmeterError, InvalidArgumentError
 from .cost import DEFAULT_MAX_TURNS, CostTracker, price_tracker
+from .latency import LatencyCollector, LatencySummary
 from .pricing import PriceOverrides, Prices, resolve_prices
 from .timeline import IntervalUnion
 from .types import (
@@ -211,6 +212,7 @@ class UsageCollector:
         )
         self._seen = 0
         self._cost = CostTracker(self._max_cost_turns) if self._prices is not None else None
+        self._latency = LatencyCollector()
 
     def collect(self, metrics: AgentMetrics) -> None:
         """Add one metrics event. Unknown event types are kept but add to no total."""
@@ -297,6 +299,9 @@ class UsageCollector:
             self._seen += len(buf)
         if self._cost is not None:
             self._cost.add_batch(buf)
+        latency = self._latency.collect
+        for m in buf:
+            latency(m)
         by_type: defaultdict[type, list[Any]] = defaultdict(list)
         for m in buf:
             by_type[m.__class__].append(m)
@@ -305,6 +310,11 @@ class UsageCollector:
             handler = handlers.get(cls)
             if handler is not None:
                 handler(group)
+
+    def get_latency_summary(self) -> LatencySummary:
+        """Turn latency so far: e2e, LLM TTFT, TTS TTFB and tool percentiles, slowest turns."""
+        self._flush()
+        return self._latency.get_summary()
 
     def _model(self, kind: str, metadata: Metadata | None) -> ModelUsage:
         if metadata is None:

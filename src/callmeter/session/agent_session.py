@@ -15,6 +15,8 @@ from typing import Any, TypeVar, overload
 
 from ..errors import InvalidArgumentError
 from ..metrics.events import CloseEvent, MetricsCollectedEvent, SessionStartedEvent
+from ..metrics.latency import LatencySummary
+from ..metrics.turns import LatencyBudget
 from ..metrics.types import AgentMetrics
 from ..metrics.usage import UsageCollector, UsageSummary
 from .context import current_session_var
@@ -35,10 +37,12 @@ def _check_str(name: str, value: object) -> None:
 class AgentSession(EventEmitter):
     """One agent session ("call").
 
-    Events: ``metrics_collected`` (:class:`MetricsCollectedEvent`), ``session_started``
-    (:class:`SessionStartedEvent`) and ``close`` (:class:`CloseEvent`). ``session_id`` is
-    generated when not given; ``agent_name`` and ``labels`` ride on every event.
-    Use as ``with session:`` / ``async with session:`` or call :meth:`start` and
+    Events: ``metrics_collected`` (:class:`MetricsCollectedEvent`; a ``TurnMetrics`` when a
+    turn ends), ``session_started`` (:class:`SessionStartedEvent`), ``close``
+    (:class:`CloseEvent`) and ``latency_budget_exceeded``
+    (:class:`~callmeter.metrics.LatencyBudgetExceededEvent`).
+    ``session_id`` is generated when not given; ``agent_name`` and ``labels`` ride on every
+    event. Use as ``with session:`` / ``async with session:`` or call :meth:`start` and
     :meth:`close`. :attr:`usage` is the summary of everything this session measured.
     """
 
@@ -65,6 +69,8 @@ class AgentSession(EventEmitter):
         self._started_perf: float | None = None
         self._duration: float | None = None
         self._context_tokens: list[Token[AgentSession | None]] = []
+        self._open_turns: dict[str, Turn] = {}
+        self._latency_budget: LatencyBudget | None = None
 
     def __repr__(self) -> str:
         return f"AgentSession(session_id={self.session_id!r}, agent_name={self.agent_name!r})"
@@ -182,6 +188,10 @@ class AgentSession(EventEmitter):
             self._collector.collect(metrics)
         except Exception:
             logger.exception("callmeter: collecting %r failed", metrics)
+        if self._open_turns:  # hand the event to the open turn it belongs to
+            turn = self._open_turns.get(getattr(metrics, "speech_id", None))  # type: ignore[arg-type]
+            if turn is not None:
+                turn._add(metrics)
         handlers = self._handlers.get("metrics_collected")
         if not handlers:
             return
@@ -202,6 +212,19 @@ class AgentSession(EventEmitter):
     def usage(self) -> UsageSummary:
         """Summary of every metrics event this session recorded (a copy)."""
         return self._collector.get_summary()
+
+    @property
+    def latency(self) -> LatencySummary:
+        """Turn latency of everything this session recorded: percentiles, slowest turns."""
+        return self._collector.get_latency_summary()
+
+    def set_latency_budget(self, **limits: float) -> None:
+        """Limit turn latency, in seconds: ``e2e`` and any breakdown component (``llm_ttft``,
+        ``tool``, ``tts_ttfb``, ...). A turn over a limit emits ``latency_budget_exceeded``.
+        No arguments removes the budget. Raises InvalidArgumentError on an unknown name or a
+        non-positive value.
+        """
+        self._latency_budget = LatencyBudget(**limits) if limits else None
 
     # measurement helpers ---------------------------------------------------------------
 
