@@ -28,3 +28,11 @@ def version() -> None:
 def main() -> None:
     """Entry point of the ``callmeter`` script."""
     app()
+
+
+# commands defined in their own modules register themselves
+from . import demo as _demo  # noqa: E402
+from . import sim as _sim  # noqa: E402
+
+_sim.register(app)
+_demo.register(app)

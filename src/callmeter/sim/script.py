@@ -88,6 +88,7 @@ class Rule:
 
     match: str
     reply: Reply
+    _re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
