@@ -400,3 +400,28 @@ def test_failing_metrics_handler_does_not_reach_the_caller(sim, recorder):
     instrument(client, recorder.session)
     out = list(client.chat.completions.create(model="m1", messages=MSGS, stream=True))
     assert out and len(recorder.llm) == 1
+
+
+def test_stream_closed_before_first_chunk(sim, recorder):
+    client = _sync(sim)
+    instrument(client, recorder.session)
+    stream = client.chat.completions.create(model="m1", messages=MSGS, stream=True)
+    stream.close()
+    (m,) = recorder.llm
+    assert m.cancelled and m.ttft == -1.0
+    stream = client.responses.create(model="m1", input="hi", stream=True)
+    del stream
+    gc.collect()
+    assert len(recorder.llm) == 2 and recorder.llm[1].cancelled
+
+
+def test_completed_stream_emits_once(sim, recorder):
+    client = _sync(sim)
+    instrument(client, recorder.session)
+    with client.chat.completions.create(model="m1", messages=MSGS, stream=True) as stream:
+        for _ in stream:
+            pass
+    del stream
+    gc.collect()
+    (m,) = recorder.llm
+    assert not m.cancelled and m.completion_tokens == 30

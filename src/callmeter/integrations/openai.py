@@ -359,6 +359,13 @@ async def _responses_aiter(gen: LLMGeneration, it: AsyncIterator[Any]) -> AsyncI
     _end(gen)
 
 
+def _abandon(gen: LLMGeneration) -> None:
+    """Emit ``gen`` as cancelled unless it was already emitted: a generation emits once,
+    so after a normal end this changes nothing."""
+    gen.cancelled = True
+    _end(gen)
+
+
 def _close(it: Any) -> None:
     try:
         close = getattr(it, "close", None)
@@ -392,6 +399,8 @@ def _wrap_stream(gen: LLMGeneration, stream: Any, kind: str, hide_usage: bool) -
     else:
         wrapped = _responses_aiter(gen, inner) if is_async else _responses_iter(gen, inner)
     stream._iterator = wrapped
+    # a stream closed or dropped before its first chunk never runs the generator's code
+    weakref.finalize(stream, _abandon, gen)
     original_close = stream.close
     if is_async:
 
@@ -400,6 +409,7 @@ def _wrap_stream(gen: LLMGeneration, stream: Any, kind: str, hide_usage: bool) -
                 await original_close()
             finally:
                 await wrapped.aclose()
+                _abandon(gen)
 
         stream.close = aclose
     else:
@@ -409,6 +419,7 @@ def _wrap_stream(gen: LLMGeneration, stream: Any, kind: str, hide_usage: bool) -
                 original_close()
             finally:
                 wrapped.close()
+                _abandon(gen)
 
         stream.close = close
     return True
