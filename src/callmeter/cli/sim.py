@@ -13,13 +13,19 @@ import typer
 def sim(
     port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8787,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    ttft: Annotated[float, typer.Option(help="Seconds to the first token.")] = 0.25,
-    token_delay: Annotated[float, typer.Option(help="Seconds between tokens.")] = 0.01,
+    ttft: Annotated[
+        float | None, typer.Option(help="Seconds to the first token [default: 0.25].")
+    ] = None,
+    token_delay: Annotated[
+        float | None, typer.Option(help="Seconds between tokens [default: 0.01].")
+    ] = None,
     jitter: Annotated[
-        float, typer.Option(help="Up to this many seconds of noise per delay.")
-    ] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed of the jitter.")] = 0,
-    tokens: Annotated[int, typer.Option(help="Length of placeholder replies, in tokens.")] = 30,
+        float | None, typer.Option(help="Up to this many seconds of noise per delay [default: 0].")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the jitter [default: 0].")] = None,
+    tokens: Annotated[
+        int | None, typer.Option(help="Length of placeholder replies, in tokens [default: 30].")
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help='JSON file: latency fields plus "rules" and "script" (see docs/sim.md).'),
@@ -51,19 +57,16 @@ def sim(
             data = json.loads(config.read_text(encoding="utf-8"))
             sim_config = SimConfig.from_json(data, **overrides)
         else:
-            sim_config = SimConfig(**overrides)
-    except (OSError, json.JSONDecodeError, CallmeterError) as exc:
-        console.print(f"[red]invalid --config: {exc}")
-        raise typer.Exit(2) from None
-    except TypeError as exc:
+            sim_config = SimConfig(**{k: v for k, v in overrides.items() if v is not None})
+    except (OSError, json.JSONDecodeError, TypeError, CallmeterError) as exc:
         console.print(f"[red]invalid --config: {exc}")
         raise typer.Exit(2) from None
 
     async def serve() -> None:
         server = SimServer(sim_config, host=host, port=port)
         await server.start_async()
-        console.print(banner(server.base_url, sim_config))
-        console.print("Press Ctrl+C to stop.")
+        typer.echo(banner(server.base_url, sim_config), err=True)
+        typer.echo("Press Ctrl+C to stop.", err=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -75,7 +78,7 @@ def sim(
         console.print(f"[red]{exc}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        console.print(f"{'callmeter-sim'} stopped.")
+        typer.echo("callmeter-sim stopped.", err=True)
 
 
 def register(app: typer.Typer) -> None:
