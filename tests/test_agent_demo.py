@@ -57,3 +57,37 @@ def test_demo_options_validation():
     with pytest.raises(InvalidArgumentError):
         DemoOptions(tool_latency=-1)
     assert DemoOptions().simulated and not DemoOptions(base_url="http://x/v1").simulated
+
+
+async def test_demo_against_an_endpoint_given_by_base_url(sim):
+    """--base-url path: here the endpoint is the test simulator, without the demo's rules."""
+    sim.config.ttft = sim.config.token_delay = 0.0
+    out = io.StringIO()
+    result = await run_demo(
+        DemoOptions(base_url=sim.base_url, model="some-model", api_key="k", tool_latency=0),
+        console=Console(file=out, width=120),
+    )
+    assert not result.turns[0].tool_results  # the plain simulator asks for no tools
+    assert result.summary.llm_requests == 3
+    llm = result.turns[0].llm_metrics[0]
+    assert llm.metadata.model_name == "some-model"
+    assert llm.metadata.model_provider == "openai-compatible"
+    assert sim.config.requests[0]["model"] == "some-model"
+    assert len(sim.config.requests[0]["tools"]) == 3
+    assert "some-model at http://127.0.0.1" in out.getvalue()
+
+
+def test_demo_cli(sim, monkeypatch):
+    from typer.testing import CliRunner
+
+    from callmeter.cli import app
+
+    sim.config.ttft = sim.config.token_delay = 0.0
+    monkeypatch.setenv("OPENAI_BASE_URL", sim.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "from-env")
+    done = CliRunner().invoke(app, ["demo", "--tool-latency", "0", "--model", "m-cli"])
+    assert done.exit_code == 0, done.output
+    assert "Total duration including tool calls" in done.output
+    assert sim.config.requests[0]["model"] == "m-cli"
+    bad = CliRunner().invoke(app, ["demo", "--tool-latency", "-1"])
+    assert bad.exit_code == 2 and "tool_latency" in bad.output

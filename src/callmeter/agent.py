@@ -279,7 +279,9 @@ async def _acollect_stream(stream: Any) -> tuple[str | None, list[dict[str, Any]
 def _add_chunk(chunk: Any, parts: list[str], calls: dict[int, dict[str, Any]]) -> None:
     if not chunk.choices:
         return
-    delta = chunk.choices[0].delta
+    delta = getattr(chunk.choices[0], "delta", None)
+    if delta is None:
+        return
     if delta.content:
         parts.append(delta.content)
     for tc in delta.tool_calls or ():

@@ -425,6 +425,24 @@ def _wrap_stream(gen: LLMGeneration, stream: Any, kind: str, hide_usage: bool) -
     return True
 
 
+def _after(
+    gen: LLMGeneration,
+    result: Any,
+    kind: str,
+    hide: bool,
+    kwargs: dict[str, Any],
+    finish: Callable[[LLMGeneration, Any], None],
+) -> Any:
+    if kwargs.get("stream") is True:
+        try:
+            if _wrap_stream(gen, result, kind, hide):
+                return result
+        except Exception:
+            logger.exception("callmeter: wrapping an OpenAI stream failed")
+    finish(gen, result)
+    return result
+
+
 # --- create() wrappers --------------------------------------------------------------------
 
 
@@ -465,17 +483,18 @@ class _Meter:
                 session = meter.session or current_session()
                 if session is None:
                     return await original(*args, **kwargs)
-                hide = meter.prepare(kind, kwargs)
-                gen = _begin(meter, session, kwargs)
+                try:
+                    hide = meter.prepare(kind, kwargs)
+                    gen = _begin(meter, session, kwargs)
+                except Exception:  # measuring must never stop the call
+                    logger.exception("callmeter: starting an OpenAI metric failed")
+                    return await original(*args, **kwargs)
                 try:
                     result = await original(*args, **kwargs)
                 except BaseException as exc:
                     _fail(gen, exc)
                     raise
-                if kwargs.get("stream") is True and _wrap_stream(gen, result, kind, hide):
-                    return result
-                finish(gen, result)
-                return result
+                return _after(gen, result, kind, hide, kwargs, finish)
 
             return acreate
 
@@ -484,17 +503,18 @@ class _Meter:
             session = meter.session or current_session()
             if session is None:
                 return original(*args, **kwargs)
-            hide = meter.prepare(kind, kwargs)
-            gen = _begin(meter, session, kwargs)
+            try:
+                hide = meter.prepare(kind, kwargs)
+                gen = _begin(meter, session, kwargs)
+            except Exception:  # measuring must never stop the call
+                logger.exception("callmeter: starting an OpenAI metric failed")
+                return original(*args, **kwargs)
             try:
                 result = original(*args, **kwargs)
             except BaseException as exc:
                 _fail(gen, exc)
                 raise
-            if kwargs.get("stream") is True and _wrap_stream(gen, result, kind, hide):
-                return result
-            finish(gen, result)
-            return result
+            return _after(gen, result, kind, hide, kwargs, finish)
 
         return create
 
