@@ -425,3 +425,28 @@ def test_completed_stream_emits_once(sim, recorder):
     gc.collect()
     (m,) = recorder.llm
     assert not m.cancelled and m.completion_tokens == 30
+
+
+def test_chat_stream_failing_midway(sim, recorder):
+    sim.config.script.append(Reply(fail_after=5))
+    client = _sync(sim)
+    instrument(client, recorder.session)
+    got = []
+    with pytest.raises(openai.APIError, match="mid-stream"):
+        for chunk in client.chat.completions.create(model="m1", messages=MSGS, stream=True):
+            got.append(chunk)
+    assert len(got) == 6  # role chunk + 5 tokens reached the caller
+    (m,) = recorder.llm
+    assert m.error == "APIError" and not m.usage_reported
+    assert m.ttft == pytest.approx(0.25, abs=0.02)
+
+
+async def test_responses_stream_failed_event(sim, recorder):
+    sim.config.script.append(Reply(fail_after=3))
+    client = _async(sim)
+    instrument(client, recorder.session)
+    events = [e async for e in await client.responses.create(model="m1", input="hi", stream=True)]
+    assert events[-1].type == "response.failed"  # the SDK passes it on without raising
+    (m,) = recorder.llm
+    assert m.error == "response failed: server_error"
+    assert not m.cancelled

@@ -66,6 +66,8 @@ class Reply:
     usage: bool = True
     status: int | None = None
     error_message: str | None = None
+    fail_after: int | None = None
+    """Stream only: after this many text tokens, send an error event and stop."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reply:
@@ -120,6 +122,7 @@ class Plan:
     usage: bool
     status: int | None = None
     error_message: str | None = None
+    fail_after: int | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -226,6 +229,7 @@ class SimConfig:
             usage=reply.usage,
             status=reply.status,
             error_message=reply.error_message,
+            fail_after=reply.fail_after,
         )
 
     def _match(self, messages: list[dict[str, Any]]) -> tuple[Reply, dict[str, str]]:

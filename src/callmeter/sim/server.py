@@ -220,6 +220,10 @@ class SimApp:
             await sse.send(delta({"role": "assistant", "content": ""}))
             i = 0
             for token in plan.text_tokens:
+                if i == plan.fail_after:
+                    message = plan.error_message or f"{SIM_NAME}: simulated failure mid-stream"
+                    await sse.send({"error": {"message": message, "type": "server_error"}})
+                    return await sse.end()
                 await clock.until(plan.delays[i])
                 await sse.send(delta({"content": token}))
                 i += 1
@@ -332,6 +336,12 @@ class SimApp:
                 where = {"item_id": msg_id, "output_index": 0, "content_index": 0}
                 await send("response.content_part.added", **where, part=part)
                 for token in plan.text_tokens:
+                    if i == plan.fail_after:
+                        message = plan.error_message or f"{SIM_NAME}: simulated failure"
+                        error = {"code": "server_error", "message": message}
+                        failed = {**pending, "status": "failed", "error": error}
+                        await send("response.failed", response=failed)
+                        return await sse.end()
                     await clock.until(plan.delays[i])
                     i += 1
                     await send("response.output_text.delta", **where, delta=token, logprobs=[])
