@@ -450,3 +450,14 @@ async def test_responses_stream_failed_event(sim, recorder):
     (m,) = recorder.llm
     assert m.error == "response failed: server_error"
     assert not m.cancelled
+
+
+def test_instrumented_client_can_be_garbage_collected(sim):
+    import weakref
+
+    client = _sync(sim)
+    instrument(client)
+    ref = weakref.ref(client)
+    del client
+    gc.collect()
+    assert ref() is None

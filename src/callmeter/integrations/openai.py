@@ -544,7 +544,18 @@ def _provider_of(client: Any, provider: str | None) -> str:
     return infer_provider(getattr(client, "base_url", ""))
 
 
-_active: weakref.WeakKeyDictionary[Any, Instrumentation] = weakref.WeakKeyDictionary()
+_MARK = "_callmeter_instrumentation"
+
+
+def _handle_of(client: Any) -> Instrumentation | None:
+    """The handle of an instrumented client, found on its wrapper (no global registry, so
+    an instrumented client is garbage-collected like any other)."""
+    try:
+        wrapper = vars(client.chat.completions).get("create")
+    except Exception:
+        return None
+    handle = getattr(wrapper, _MARK, None)
+    return handle if isinstance(handle, Instrumentation) and handle.active else None
 
 
 class Instrumentation:
@@ -574,7 +585,9 @@ class Instrumentation:
         own = vars(resource)
         had = "create" in own
         self._patched.append((resource, had, own.get("create")))
-        resource.create = self._meter.wrap(resource.create, kind)
+        wrapper = self._meter.wrap(resource.create, kind)
+        setattr(wrapper, _MARK, self)
+        resource.create = wrapper
 
     def uninstrument(self) -> None:
         """Remove the wrappers; the client is as it was before :func:`instrument`."""
@@ -584,8 +597,6 @@ class Instrumentation:
                 resource.create = old
             else:
                 vars(resource).pop("create", None)
-        if _active.get(self.client) is self:
-            del _active[self.client]
 
     def __enter__(self) -> Instrumentation:
         return self
@@ -614,7 +625,7 @@ def instrument(
     _check_session(session)
     if not isinstance(include_usage, bool):
         raise InvalidArgumentError(f"include_usage must be a bool, got {include_usage!r}")
-    if client in _active:
+    if _handle_of(client) is not None:
         raise InvalidArgumentError(
             "this client is already instrumented; call uninstrument() on it first"
         )
@@ -623,13 +634,12 @@ def instrument(
     responses = getattr(client, "responses", None)
     if responses is not None and callable(getattr(responses, "create", None)):
         handle._patch(responses, "responses")
-    _active[client] = handle
     return handle
 
 
 def uninstrument(client: Any) -> bool:
     """Restore ``client`` if it is instrumented; True if it was."""
-    handle = _active.get(client)
+    handle = _handle_of(client)
     if handle is None:
         return False
     handle.uninstrument()
@@ -638,10 +648,7 @@ def uninstrument(client: Any) -> bool:
 
 def is_instrumented(client: Any) -> bool:
     """True if :func:`instrument` wrapped ``client`` and it was not restored since."""
-    try:
-        return client in _active
-    except TypeError:
-        return False
+    return _handle_of(client) is not None
 
 
 def measured(
