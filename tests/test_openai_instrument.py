@@ -168,7 +168,9 @@ def test_http_errors_recorded_and_reraised(sim, recorder, api, status, exc_type,
     assert m.error == error
     assert not m.cancelled
     assert m.request_id == info.value.request_id and m.request_id.startswith("req_sim_")
-    assert m.duration == pytest.approx(0.25, abs=0.04)
+    # the simulator answers with the error after its 0.25 s ttft; the SDK's first error
+    # of a kind costs some extra milliseconds to build
+    assert 0.25 <= m.duration < 0.45
     assert recorder.session.usage.llm_errors == 1
 
 
