@@ -17,7 +17,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) examples/quickstart.py
+	$(PY) -m callmeter demo
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'

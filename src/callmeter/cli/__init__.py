@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from .demo import demo
 from .prices import prices
 from .report import report
+from .sim import sim
 
 app = typer.Typer(
     name="callmeter",
@@ -28,8 +30,10 @@ def version() -> None:
     typer.echo(__version__)
 
 
-app.command()(prices)
+app.command()(demo)
 app.command()(report)
+app.command()(prices)
+app.command()(sim)
 
 
 def main() -> None:
