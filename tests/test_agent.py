@@ -11,7 +11,7 @@ from typing import Literal
 import openai
 import pytest
 
-from callmeter import InvalidArgumentError
+from callmeter import InvalidArgumentError, metrics
 from callmeter.agent import Tool, run_turn, tool
 from callmeter.integrations.openai import instrument
 from callmeter.sim import Reply, ToolCallSpec
@@ -225,6 +225,10 @@ async def test_speech_id_of_an_enclosing_turn_is_kept(sim, recorder):
             messages=[{"role": "user", "content": "hi"}],
         )
     assert result.speech_id == turn.speech_id
+    # the enclosing turn measures the exchange: one TurnMetrics, with the LLM request in it
+    turns = [m for m in recorder.events if isinstance(m, metrics.TurnMetrics)]
+    assert len(turns) == 1 and turns[0] is turn.metrics
+    assert turn.metrics.llm_requests == 1
 
 
 @pytest.mark.parametrize(

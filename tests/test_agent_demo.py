@@ -77,7 +77,7 @@ async def test_demo_against_an_endpoint_given_by_base_url(sim):
     assert "some-model at http://127.0.0.1" in out.getvalue()
 
 
-def test_demo_cli(sim, monkeypatch):
+def test_demo_cli(sim, monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from callmeter.cli import app
@@ -85,9 +85,31 @@ def test_demo_cli(sim, monkeypatch):
     sim.config.ttft = sim.config.token_delay = 0.0
     monkeypatch.setenv("OPENAI_BASE_URL", sim.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "from-env")
-    done = CliRunner().invoke(app, ["demo", "--tool-latency", "0", "--model", "m-cli"])
+    args = ["demo", "--tool-latency", "0", "--model", "m-cli", "--out", str(tmp_path)]
+    done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     assert "Total duration including tool calls" in done.output
     assert sim.config.requests[0]["model"] == "m-cli"
     bad = CliRunner().invoke(app, ["demo", "--tool-latency", "-1"])
     assert bad.exit_code == 2 and "tool_latency" in bad.output
+
+
+def test_demo_cli_offline_writes_events_report_and_html(tmp_path):
+    from typer.testing import CliRunner
+
+    from callmeter.cli import app
+    from callmeter.report import load
+
+    args = ["demo", "--tool-latency", "0", "--sim-ttft", "0", "--sim-token-delay", "0"]
+    done = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    report = load(tmp_path / "calls.jsonl")
+    assert report.errors == [] and len(report.calls) == 1
+    call = report.calls[0]
+    assert len(call.turns) == 3 and call.usage.tool_calls == 3
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<svg") >= 1 and call.session_id in html
+    assert "HTML report:" in done.output and "callmeter report" in done.output
+    # the simulated model is priced (at gpt-4o-mini's list rates) in the summary and report
+    assert "Cost: $0.0001" in done.output and "no price" not in done.output
+    assert re.search(r"cost\s+\$0\.0001\d+", done.output)

@@ -157,3 +157,35 @@ def test_html_escapes_and_handles_calls_without_turns():
 def test_write_html_bad_path(calls_file, tmp_path):
     with pytest.raises(InvalidArgumentError, match="cannot write"):
         write_html(calls_file, tmp_path / "missing" / "r.html")
+
+
+def test_cost_row_priced_with_given_prices_or_marked_lower_bound(tmp_path):
+    from callmeter.metrics import LLMMetrics, Metadata
+
+    path = tmp_path / "cost.jsonl"
+    with JSONLWriter(path) as w:
+        s = w.attach(AgentSession(session_id="call_c"))
+        with s:
+            s.emit_metrics(
+                LLMMetrics(
+                    timestamp=T0 + 1, started_at=T0, duration=1.0,
+                    prompt_tokens=1_000_000, completion_tokens=500_000,
+                    metadata=Metadata(model_name="house-model", model_provider="acme"),
+                )
+            )  # fmt: skip
+
+    def cost_row(prices):
+        out = io.StringIO()
+        render_terminal(load(path, prices=prices), Console(file=out, width=140))
+        return next(line for line in out.getvalue().splitlines() if line.startswith("cost"))
+
+    # 1M input tokens at $2/M + 0.5M output tokens at $8/M = $6
+    priced = cost_row({"acme/house-model": {"input_mtok": 2, "output_mtok": 8}})
+    assert "$6.000000" in priced and "at least" not in priced
+    unpriced = cost_row(None)
+    assert "at least $0.000000" in unpriced and "acme/house-model" in unpriced
+    prices_file = tmp_path / "prices.toml"
+    prices_file.write_text('[acme."house-model"]\ninput_mtok = 2\noutput_mtok = 8\n')
+    done = CliRunner().invoke(app, ["report", str(path), "--prices", str(prices_file)])
+    assert done.exit_code == 0, done.output
+    assert re.search(r"cost\s+\$6\.000000", done.output)

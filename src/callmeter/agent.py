@@ -199,6 +199,8 @@ class TurnResult:
     finished: bool
     """True when the model answered without asking for more tools."""
     metrics: list[AgentMetrics]
+    prices: Any = None
+    """The session's prices, used to price :attr:`usage`."""
 
     @property
     def llm_metrics(self) -> list[LLMMetrics]:
@@ -218,7 +220,7 @@ class TurnResult:
     @property
     def usage(self) -> UsageSummary:
         """Summary of this turn's metrics."""
-        collector = UsageCollector(keep_metrics=False)
+        collector = UsageCollector(keep_metrics=False, prices=self.prices)
         for m in self.metrics:
             collector.collect(m)
         return collector.get_summary()
@@ -366,9 +368,14 @@ async def run_turn(
     if stream:
         request["stream"] = True
 
-    if speech_id is None and current_session() is session:
-        speech_id = current_speech_id()
+    enclosing = current_speech_id() if current_session() is session else None
+    if speech_id is None:
+        speech_id = enclosing
+    # Inside the caller's own turn, that turn measures (and reports) the exchange.
     turn = session.turn(speech_id)
+    turn_block: Any = (
+        turn if speech_id is None or speech_id != enclosing else contextlib.nullcontext(turn)
+    )
     collected: list[AgentMetrics] = []
 
     def on_metrics(ev: MetricsCollectedEvent) -> None:
@@ -390,7 +397,7 @@ async def run_turn(
     session.on("metrics_collected", on_metrics)
     results: list[ToolResult] = []
     try:
-        async with turn:
+        async with turn_block:
             for step in range(1, max_steps + 1):
                 content, calls = await llm()
                 assistant: dict[str, Any] = {"role": "assistant", "content": content}
@@ -408,8 +415,9 @@ async def run_turn(
                 messages.append(assistant)
                 if not calls:
                     return TurnResult(
-                        content, messages, turn.speech_id, step, results, True, collected
-                    )
+                        content, messages, turn.speech_id, step, results, True, collected,
+                        session.usage_prices,
+                    )  # fmt: skip
                 done = await asyncio.gather(
                     *(
                         _run_tool(session, by_name, c["id"], c["name"], c["arguments"])
@@ -420,6 +428,9 @@ async def run_turn(
                 messages.extend(
                     {"role": "tool", "tool_call_id": r.call_id, "content": r.output} for r in done
                 )
-            return TurnResult(None, messages, turn.speech_id, max_steps, results, False, collected)
+            return TurnResult(
+                None, messages, turn.speech_id, max_steps, results, False, collected,
+                session.usage_prices,
+            )  # fmt: skip
     finally:
         session.off("metrics_collected", on_metrics)

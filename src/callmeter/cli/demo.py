@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,13 +30,22 @@ def demo(
     ] = 0.3,
     sim_ttft: Annotated[float, typer.Option(help="Simulator: seconds to first token.")] = 0.25,
     sim_token_delay: Annotated[float, typer.Option(help="Simulator: seconds per token.")] = 0.01,
+    out: Annotated[
+        Path, typer.Option(help="Folder for the events (calls.jsonl) and report.html.")
+    ] = Path("out/demo"),
 ) -> None:
     """Run a short multi-turn conversation with tool calls, measured, and print the summary.
 
-    Offline by default: the LLM is callmeter-sim, started for the demo.
+    Offline by default: the LLM is callmeter-sim, started for the demo. Every event is
+    written to OUT/calls.jsonl; the demo ends with `callmeter report` of that file and
+    writes OUT/report.html.
     """
-    from ..demo import DemoOptions, run_demo
+    from rich.console import Console
+
+    from ..demo import SIM_PRICES, DemoOptions, run_demo
     from ..errors import CallmeterError
+    from ..export.jsonl import JSONLWriter
+    from ..report import load, render_terminal, write_html
 
     try:
         options = DemoOptions(
@@ -46,7 +56,16 @@ def demo(
             sim_ttft=sim_ttft,
             sim_token_delay=sim_token_delay,
         )
-        asyncio.run(run_demo(options))
-    except CallmeterError as exc:
+        out.mkdir(parents=True, exist_ok=True)
+        jsonl = out / "calls.jsonl"
+        jsonl.unlink(missing_ok=True)
+        with JSONLWriter(jsonl) as writer:
+            asyncio.run(run_demo(options, hooks=[writer.attach]))
+        console = Console()
+        console.rule(f"callmeter report {jsonl}")
+        report = render_terminal(load(jsonl, prices=SIM_PRICES if options.simulated else None))
+        html = write_html(report, out / "report.html")
+        console.print(f"\nEvents: {jsonl}\nHTML report: [bold]{html.resolve()}[/bold]")
+    except (CallmeterError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -20,6 +20,10 @@ def report(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summaries as JSON instead of tables.")
     ] = False,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="Price file (TOML, see docs/cost.md) on top of the default prices."),
+    ] = None,
 ) -> None:
     """Per call: summary, turn latency waterfall, percentiles and the slowest turns."""
     from rich.console import Console
@@ -30,7 +34,7 @@ def report(
 
     err = Console(stderr=True)
     try:
-        loaded = load(path)
+        loaded = load(path, prices=prices)
     except CallmeterError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None

@@ -30,6 +30,15 @@ from ..session import AgentSession
 
 DATA = Path(__file__).parent / "data"
 SIM_MODEL = "callmeter-sim-demo"
+SIM_PRICES = {
+    f"callmeter-sim/{SIM_MODEL}": {
+        "input_mtok": "0.15",
+        "cache_read_mtok": "0.075",
+        "output_mtok": "0.60",
+        "source": "illustration: gpt-4o-mini's list rates applied to the simulated model",
+    }
+}
+"""The simulated model is priced at gpt-4o-mini's list rates so the demo can show a cost."""
 DEFAULT_REAL_MODEL = "gpt-4o-mini"
 
 SYSTEM_PROMPT = (
@@ -178,7 +187,10 @@ def build_session(options: DemoOptions | None = None) -> AgentSession:
         "demo": "store-support",
         "llm": "simulated" if (options is None or options.simulated) else "real",
     }
-    return AgentSession(agent_name="callmeter-demo", labels=labels)
+    simulated = options is None or options.simulated
+    return AgentSession(
+        agent_name="callmeter-demo", labels=labels, prices=SIM_PRICES if simulated else None
+    )
 
 
 async def run_demo(
@@ -336,9 +348,20 @@ def print_report(result: DemoResult, console: Console) -> None:
             if s.llm_usage_unreported
             else ""
         ),
+        _cost_line(s, result.llm_label),
         f"LLM: {result.llm_label}",
     ]
     console.print(Panel("\n".join(lines), title="Answer", expand=False))
+
+
+def _cost_line(s: UsageSummary, llm_label: str) -> str:
+    at_least = "at least " if s.cost_is_lower_bound else ""
+    text = f"Cost: {at_least}${s.cost:.6f}"
+    if "SIMULATED" in llm_label:
+        text += " (the simulated model priced at gpt-4o-mini's list rates, for illustration)"
+    if s.unpriced:
+        text += f"; no price for {', '.join(s.unpriced)}"
+    return text
 
 
 def _sec(ms: int) -> str:

@@ -214,6 +214,11 @@ class UsageCollector:
         self._cost = CostTracker(self._max_cost_turns) if self._prices is not None else None
         self._latency = LatencyCollector()
 
+    @property
+    def prices(self) -> Prices | None:
+        """The prices this collector uses (None when pricing is off)."""
+        return self._prices
+
     def collect(self, metrics: AgentMetrics) -> None:
         """Add one metrics event. Unknown event types are kept but add to no total."""
         buf = self._buf

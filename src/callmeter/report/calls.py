@@ -6,14 +6,17 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from ..errors import InvalidArgumentError
 from ..metrics.latency import LatencyCollector, LatencySummary
+from ..metrics.pricing import resolve_prices
 from ..metrics.turns import build_turn_metrics
 from ..metrics.types import AgentMetrics, TurnMetrics
 from ..metrics.usage import UsageCollector, UsageSummary
+from .style import seconds
 
 
 class _Line(msgspec.Struct):
@@ -53,6 +56,8 @@ class Call:
     budget_exceeded: int = 0
     metrics: list[AgentMetrics] = field(default_factory=list)
     turns: list[TurnMetrics] = field(default_factory=list)
+    prices: Any = None
+    """Prices for :attr:`usage` (as ``UsageCollector(prices=...)``; None for the defaults)."""
     _usage: UsageSummary | None = None
     _latency: LatencySummary | None = None
 
@@ -60,7 +65,7 @@ class Call:
     def usage(self) -> UsageSummary:
         """Token, request and tool totals of the call."""
         if self._usage is None:
-            collector = UsageCollector(keep_metrics=False)
+            collector = UsageCollector(keep_metrics=False, prices=self.prices)
             for m in self.metrics:
                 collector.collect(m)
             self._usage = collector.get_summary()
@@ -77,6 +82,29 @@ class Call:
                 collector.collect(t)
             self._latency = collector.get_summary()
         return self._latency
+
+
+def overview(call: Call) -> list[tuple[str, str, str, str]]:
+    """The call's headline numbers as rows of two label/value pairs (terminal and HTML)."""
+    u = call.usage
+    lat = call.latency
+    cost = f"${u.cost:.6f}"
+    if u.cost_is_lower_bound:
+        cost = f"at least {cost}" + (f" (no price: {', '.join(u.unpriced)})" if u.unpriced else "")
+    labels = ", ".join(f"{k}={v}" for k, v in (call.labels or {}).items())
+    return [
+        ("duration", seconds(call.duration), "turns",
+         f"{lat.turns} ({lat.interrupted_turns} interrupted)"),
+        ("LLM requests", f"{u.llm_requests} ({u.llm_errors} errors)", "tokens in / cached / out",
+         f"{u.llm_prompt_tokens} / {u.llm_prompt_cached_tokens} / {u.llm_completion_tokens}"),
+        ("tool calls", f"{u.tool_calls} ({u.tool_errors} errors)", "LLM + tool time",
+         seconds(u.llm_and_tool_duration)),
+        ("TTS characters", str(u.tts_characters_count), "STT audio",
+         seconds(u.stt_audio_duration)),
+        ("active time", seconds(u.active_duration), "budget exceeded",
+         f"{call.budget_exceeded} turns"),
+        ("cost", cost, "labels", labels or "-"),
+    ]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -113,8 +141,13 @@ def _finish(call: Call) -> None:
             )
 
 
-def load_lines(lines: Iterable[bytes]) -> Report:
-    """Group JSONL event lines by session_id; bad lines become :class:`LineError`."""
+def load_lines(lines: Iterable[bytes], prices: Any = None) -> Report:
+    """Group JSONL event lines by session_id; bad lines become :class:`LineError`.
+
+    ``prices`` prices every call (as ``UsageCollector(prices=...)``).
+    """
+    resolved = resolve_prices(prices)
+    prices = False if resolved is None else resolved
     calls: dict[str, Call] = {}
     errors: list[LineError] = []
     n = 0
@@ -132,7 +165,7 @@ def load_lines(lines: Iterable[bytes]) -> Report:
             continue
         call = calls.get(line.session_id)
         if call is None:
-            call = calls[line.session_id] = Call(session_id=line.session_id)
+            call = calls[line.session_id] = Call(session_id=line.session_id, prices=prices)
         call.events += 1
         if line.agent_name is not None:
             call.agent_name = line.agent_name
@@ -159,10 +192,10 @@ def load_lines(lines: Iterable[bytes]) -> Report:
     return Report(calls=list(calls.values()), errors=errors, lines=n)
 
 
-def load(path: str | os.PathLike[str]) -> Report:
+def load(path: str | os.PathLike[str], prices: Any = None) -> Report:
     """Read a JSONL file written by :class:`~callmeter.export.jsonl.JSONLWriter`."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise InvalidArgumentError(f"cannot read {str(path)!r}: {exc}") from None
-    return load_lines(data.split(b"\n") if data else [])
+    return load_lines(data.split(b"\n") if data else [], prices)

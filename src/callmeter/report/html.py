@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import InvalidArgumentError
 from ..metrics.latency import SERIES, LatencySummary
 from ..metrics.types import COMPONENTS, TurnMetrics
-from .calls import Call, Report, load
+from .calls import Call, Report, load, overview
 from .style import COLORS, LABELS, SERIES_LABELS, seconds
 
 _CSS = """
@@ -123,36 +123,13 @@ def _slowest_table(lat: LatencySummary) -> str:
 
 
 def _call_section(call: Call) -> str:
-    u = call.usage
     lat = call.latency
     title = escape(call.session_id)
     if call.agent_name:
         title += f" · {escape(call.agent_name)}"
-    labels = ", ".join(f"{k}={v}" for k, v in (call.labels or {}).items())
-    meta = [
-        (
-            "duration",
-            seconds(call.duration),
-            "turns",
-            f"{lat.turns} ({lat.interrupted_turns} interrupted)",
-        ),
-        (
-            "LLM requests",
-            f"{u.llm_requests} ({u.llm_errors} errors)",
-            "tokens in / cached / out",
-            f"{u.llm_prompt_tokens} / {u.llm_prompt_cached_tokens} / {u.llm_completion_tokens}",
-        ),
-        (
-            "tool calls",
-            f"{u.tool_calls} ({u.tool_errors} errors)",
-            "LLM + tool time",
-            seconds(u.llm_and_tool_duration),
-        ),
-        ("TTS characters", str(u.tts_characters_count), "active time", seconds(u.active_duration)),
-        ("labels", labels or "-", "budget exceeded", f"{call.budget_exceeded} turns"),
-    ]
     meta_rows = "".join(
-        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in meta
+        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
+        for row in overview(call)
     )
     error = f" <small>(ended by {escape(call.error)})</small>" if call.error else ""
     return (

@@ -11,44 +11,15 @@ from rich.text import Text
 
 from ..metrics.latency import SERIES, LatencySummary
 from ..metrics.types import COMPONENTS, TurnMetrics
-from .calls import Call, LineError, Report, load
+from .calls import Call, LineError, Report, load, overview
 from .style import COLORS, LABELS, SERIES_LABELS, seconds
 
 BAR_WIDTH = 48
 
 
 def _summary(call: Call) -> Text:
-    u = call.usage
-    lat = call.latency
-    rows = [
-        (
-            "duration",
-            seconds(call.duration),
-            "turns",
-            f"{lat.turns} ({lat.interrupted_turns} interrupted)",
-        ),
-        (
-            "LLM requests",
-            f"{u.llm_requests} ({u.llm_errors} errors)",
-            "tokens in / cached / out",
-            f"{u.llm_prompt_tokens} / {u.llm_prompt_cached_tokens} / {u.llm_completion_tokens}",
-        ),
-        (
-            "tool calls",
-            f"{u.tool_calls} ({u.tool_errors} errors)",
-            "LLM + tool time",
-            seconds(u.llm_and_tool_duration),
-        ),
-        ("TTS characters", str(u.tts_characters_count), "STT audio", seconds(u.stt_audio_duration)),
-        (
-            "active time",
-            seconds(u.active_duration),
-            "budget exceeded",
-            f"{call.budget_exceeded} turns",
-        ),
-    ]
     out = Text()
-    for k1, v1, k2, v2 in rows:
+    for k1, v1, k2, v2 in overview(call):
         out.append(f"{k1:<15}", "bold")
         out.append(f"{v1:<18}")
         out.append(f"{k2:<26}", "bold")

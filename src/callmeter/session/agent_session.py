@@ -43,7 +43,9 @@ class AgentSession(EventEmitter):
     (:class:`~callmeter.metrics.LatencyBudgetExceededEvent`).
     ``session_id`` is generated when not given; ``agent_name`` and ``labels`` ride on every
     event. Use as ``with session:`` / ``async with session:`` or call :meth:`start` and
-    :meth:`close`. :attr:`usage` is the summary of everything this session measured.
+    :meth:`close`. :attr:`usage` is the summary of everything this session measured, priced
+    with ``prices`` (as for :class:`~callmeter.metrics.UsageCollector`; default prices when
+    None).
     """
 
     def __init__(
@@ -51,6 +53,8 @@ class AgentSession(EventEmitter):
         session_id: str | None = None,
         agent_name: str | None = None,
         labels: dict[str, str] | None = None,
+        *,
+        prices: Any = None,
     ) -> None:
         super().__init__()
         _check_str("session_id", session_id)
@@ -64,7 +68,7 @@ class AgentSession(EventEmitter):
         self.session_id: str = session_id or f"call_{uuid.uuid4().hex[:16]}"
         self.agent_name = agent_name
         self.labels = labels
-        self._collector = UsageCollector(keep_metrics=False)
+        self._collector = UsageCollector(keep_metrics=False, prices=prices)
         self._started_wall: float | None = None
         self._started_perf: float | None = None
         self._duration: float | None = None
@@ -207,6 +211,12 @@ class AgentSession(EventEmitter):
                     self._schedule("metrics_collected", callback, result)
             except Exception:
                 logger.exception("callmeter: 'metrics_collected' handler %r raised", callback)
+
+    @property
+    def usage_prices(self) -> Any:
+        """The prices :attr:`usage` is computed with (a ``Prices``; False when pricing is off)."""
+        prices = self._collector.prices
+        return False if prices is None else prices
 
     @property
     def usage(self) -> UsageSummary:
