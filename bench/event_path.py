@@ -17,6 +17,8 @@ import tracemalloc
 import warnings
 
 N = int(os.environ.get("BENCH_EVENTS", "200000"))
+CALL_EVENTS = 1000  # events per call (one AgentSession + one UsageCollector each)
+TURN_EVENTS = 10  # events per turn (speech_id)
 REPEATS = 5
 T0 = 1_790_000_000.0
 
@@ -35,53 +37,42 @@ def callmeter_paths():
     from callmeter import AgentSession, metrics
 
     md = metrics.Metadata(model_name="gpt-4o-mini", model_provider="openai")
+    speech_ids = [f"speech_{t}" for t in range(CALL_EVENTS // TURN_EVENTS)]
 
     def create_only(n: int) -> None:
         LLM = metrics.LLMMetrics
         for i in range(n):
             LLM(
-                timestamp=T0 + i,
-                started_at=T0 + i,
-                duration=0.5,
-                label="openai.LLM",
-                request_id="req",
-                ttft=0.2,
-                prompt_tokens=100,
-                completion_tokens=20,
-                prompt_cached_tokens=0,
-                total_tokens=120,
-                tokens_per_second=40.0,
-                speech_id="speech_1",
-                metadata=md,
+                timestamp=T0 + i, started_at=T0 + i, duration=0.5, label="openai.LLM",
+                request_id="req", ttft=0.2, prompt_tokens=100, completion_tokens=20,
+                prompt_cached_tokens=0, total_tokens=120, tokens_per_second=40.0,
+                speech_id=speech_ids[(i % CALL_EVENTS) // TURN_EVENTS], metadata=md,
             )
 
-    def full_path(n: int) -> None:
-        session = AgentSession(session_id="bench")
-        usage = metrics.UsageCollector(keep_metrics=False)
-        session.on("metrics_collected", lambda ev: usage.collect(ev.metrics))
+    def full_path(n: int, summary: bool = False) -> None:
         LLM = metrics.LLMMetrics
-        emit = session.emit_metrics
-        for i in range(n):
-            emit(
-                LLM(
-                    timestamp=T0 + i,
-                    started_at=T0 + i,
-                    duration=0.5,
-                    label="openai.LLM",
-                    request_id="req",
-                    ttft=0.2,
-                    prompt_tokens=100,
-                    completion_tokens=20,
-                    prompt_cached_tokens=0,
-                    total_tokens=120,
-                    tokens_per_second=40.0,
-                    speech_id="speech_1",
-                    metadata=md,
+        for call in range(0, n, CALL_EVENTS):
+            session = AgentSession(session_id=f"bench-{call}")
+            usage = metrics.UsageCollector(keep_metrics=False)
+            session.on("metrics_collected", lambda ev, usage=usage: usage.collect(ev.metrics))
+            emit = session.emit_metrics
+            for i in range(call, min(n, call + CALL_EVENTS)):
+                emit(
+                    LLM(
+                        timestamp=T0 + i, started_at=T0 + i, duration=0.5, label="openai.LLM",
+                        request_id="req", ttft=0.2, prompt_tokens=100, completion_tokens=20,
+                        prompt_cached_tokens=0, total_tokens=120, tokens_per_second=40.0,
+                        speech_id=speech_ids[(i - call) // TURN_EVENTS], metadata=md,
+                    )
                 )
-            )
-        assert usage.get_summary().llm_requests == n
+            # Totals are added up in batches: flush both collectors so that work is timed.
+            usage._flush()
+            session._collector._flush()
+            if summary:
+                assert usage.get_summary().llm_requests == min(n, call + CALL_EVENTS) - call
+                session.usage  # noqa: B018
 
-    return create_only, full_path
+    return create_only, full_path, lambda n: full_path(n, summary=True)
 
 
 def livekit_paths():
@@ -170,12 +161,19 @@ def memory_check(total: int = 1_000_000) -> None:
 
 
 def main() -> None:
-    print(f"Python {sys.version.split()[0]}, {N:,} events per measurement, best of {REPEATS}")
-    cm_create, cm_full = callmeter_paths()
+    print(
+        f"Python {sys.version.split()[0]}, {N:,} events per measurement, best of {REPEATS}; "
+        f"calls of {CALL_EVENTS:,} events, a new turn every {TURN_EVENTS}"
+    )
+    cm_create, cm_full, cm_summary = callmeter_paths()
     rows = [
         ("callmeter: create LLMMetrics", best_ns_per_event(cm_create, N)),
         ("callmeter: create + emit (1 handler) + collect", best_ns_per_event(cm_full, N)),
     ]
+    summary_row = (
+        "callmeter: same + both summaries per call (priced)",
+        best_ns_per_event(cm_summary, N),
+    )
     lk_paths = livekit_paths()
     if lk_paths is None:
         print("livekit-agents not installed (pip install -e '.[bench]'): no baseline")
@@ -191,9 +189,9 @@ def main() -> None:
                 best_ns_per_event(lk_full, N),
             ),
         ]
-    width = max(len(r[0]) for r in rows)
+    width = max(len(r[0]) for r in [*rows, summary_row])
     print(f"\n{'path':<{width}}  {'ns/event':>9}")
-    for name, ns in rows:
+    for name, ns in [*rows, summary_row]:
         print(f"{name:<{width}}  {ns:>9.0f}")
     if lk_paths is not None:
         print(f"\ncreate only:     callmeter is {rows[2][1] / rows[0][1]:.1f}x faster")

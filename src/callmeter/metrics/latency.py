@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from math import exp, log, log1p
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ from .types import COMPONENTS, AgentMetrics, LLMMetrics, ToolMetrics, TTSMetrics
 SERIES: tuple[str, ...] = ("e2e_latency", "llm_ttft", "tts_ttfb", "tool_duration")
 """The latency series a summary reports percentiles for."""
 SKETCH_ACCURACY = 0.01
+_INV_LOG_BIN = 1 / log1p(0.002)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -198,13 +201,36 @@ class LatencyCollector:
         if len(values) >= self._max_values:
             self._fold(name)
 
+    def collect_groups(self, groups: Mapping[type, list[Any]]) -> None:
+        """Add events already grouped by type (what :class:`UsageCollector` does in batches)."""
+        llm = groups.get(LLMMetrics)
+        if llm:
+            self._extend("llm_ttft", [m.ttft for m in llm if m.ttft >= 0])
+        tts = groups.get(TTSMetrics)
+        if tts:
+            self._extend("tts_ttfb", [m.ttfb for m in tts if m.ttfb >= 0])
+        tools = groups.get(ToolMetrics)
+        if tools:
+            self._extend("tool_duration", [m.duration for m in tools])
+        for m in groups.get(TurnMetrics, ()):
+            self._turn(m)
+
+    def _extend(self, name: str, new: list[float]) -> None:
+        values = self._values[name]
+        values.extend(new)
+        if len(values) >= self._max_values:
+            self._fold(name)
+
     def _fold(self, name: str) -> None:
         values = self._values[name]
         sketch = self._sketches.get(name)
         if sketch is None:
             sketch = self._sketches[name] = _new_sketch()
-        for v in values:
-            sketch.add(v)
+        # Values are binned on a 0.2 % logarithmic grid (10x finer than the sketch's
+        # accuracy) and added with their counts: one sketch.add per bin, not per value.
+        bins = Counter(round(log(v) * _INV_LOG_BIN) if v > 0 else None for v in values)
+        for k, count in bins.items():
+            sketch.add(0.0 if k is None else exp(k / _INV_LOG_BIN), count)
         self._maxima[name] = max(self._maxima[name], max(values, default=0.0))
         values.clear()
 

@@ -304,12 +304,10 @@ class UsageCollector:
             self._seen += len(buf)
         if self._cost is not None:
             self._cost.add_batch(buf)
-        latency = self._latency.collect
-        for m in buf:
-            latency(m)
         by_type: defaultdict[type, list[Any]] = defaultdict(list)
         for m in buf:
             by_type[m.__class__].append(m)
+        self._latency.collect_groups(by_type)
         handlers = self._batch_handlers
         for cls, group in by_type.items():
             handler = handlers.get(cls)
