@@ -43,10 +43,19 @@ def callmeter_paths():
         LLM = metrics.LLMMetrics
         for i in range(n):
             LLM(
-                timestamp=T0 + i, started_at=T0 + i, duration=0.5, label="openai.LLM",
-                request_id="req", ttft=0.2, prompt_tokens=100, completion_tokens=20,
-                prompt_cached_tokens=0, total_tokens=120, tokens_per_second=40.0,
-                speech_id=speech_ids[(i % CALL_EVENTS) // TURN_EVENTS], metadata=md,
+                timestamp=T0 + i,
+                started_at=T0 + i,
+                duration=0.5,
+                label="openai.LLM",
+                request_id="req",
+                ttft=0.2,
+                prompt_tokens=100,
+                completion_tokens=20,
+                prompt_cached_tokens=0,
+                total_tokens=120,
+                tokens_per_second=40.0,
+                speech_id=speech_ids[(i % CALL_EVENTS) // TURN_EVENTS],
+                metadata=md,
             )
 
     def full_path(n: int, summary: bool = False) -> None:
@@ -59,10 +68,19 @@ def callmeter_paths():
             for i in range(call, min(n, call + CALL_EVENTS)):
                 emit(
                     LLM(
-                        timestamp=T0 + i, started_at=T0 + i, duration=0.5, label="openai.LLM",
-                        request_id="req", ttft=0.2, prompt_tokens=100, completion_tokens=20,
-                        prompt_cached_tokens=0, total_tokens=120, tokens_per_second=40.0,
-                        speech_id=speech_ids[(i - call) // TURN_EVENTS], metadata=md,
+                        timestamp=T0 + i,
+                        started_at=T0 + i,
+                        duration=0.5,
+                        label="openai.LLM",
+                        request_id="req",
+                        ttft=0.2,
+                        prompt_tokens=100,
+                        completion_tokens=20,
+                        prompt_cached_tokens=0,
+                        total_tokens=120,
+                        tokens_per_second=40.0,
+                        speech_id=speech_ids[(i - call) // TURN_EVENTS],
+                        metadata=md,
                     )
                 )
             # Totals are added up in batches: flush both collectors so that work is timed.

@@ -247,3 +247,28 @@ async def test_bad_arguments(sim, recorder, kwargs):
         await run_turn(recorder.session, _client(sim), **args)
     with pytest.raises(InvalidArgumentError):
         await run_turn("session", _client(sim), model="m1", messages=[])
+
+
+async def test_session_tool_passed_to_run_turn_is_measured_once(sim, recorder):
+    sim.config.ttft = sim.config.token_delay = 0.0
+    sim.config.script.append(Reply(tool_calls=[ToolCallSpec("get_forecast", {"city": "Oslo"})]))
+
+    @recorder.session.tool
+    async def get_forecast(city: str) -> str:
+        """Forecast for a city."""
+        await asyncio.sleep(0.01)
+        return f"{city}: rain"
+
+    result = await run_turn(
+        recorder.session,
+        _client(sim),
+        model="m1",
+        messages=[{"role": "user", "content": "weather in Oslo?"}],
+        tools=[get_forecast],
+    )
+    tools = [m for m in recorder.events if isinstance(m, metrics.ToolMetrics)]
+    assert [t.tool_name for t in tools] == ["get_forecast"]
+    assert tools[0].call_id is not None and "Oslo: rain" in result.tool_results[0].output
+    # called directly, outside run_turn, it still measures itself
+    await get_forecast("Bergen")
+    assert sum(isinstance(m, metrics.ToolMetrics) for m in recorder.events) == 2

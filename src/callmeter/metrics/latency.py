@@ -11,8 +11,8 @@ import heapq
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from math import exp, log, log1p
 from dataclasses import dataclass, field
+from math import exp, log, log1p
 from typing import Any
 
 from .types import COMPONENTS, AgentMetrics, LLMMetrics, ToolMetrics, TTSMetrics, TurnMetrics

@@ -19,7 +19,7 @@ from ..metrics.latency import LatencySummary
 from ..metrics.turns import LatencyBudget
 from ..metrics.types import AgentMetrics
 from ..metrics.usage import UsageCollector, UsageSummary
-from .context import current_session_var
+from .context import current_session_var, current_tool_name_var
 from .emitter import EventEmitter
 from .timers import LLMGeneration, STTRequest, ToolCall, TTSRequest
 from .turn import Turn
@@ -328,7 +328,9 @@ class AgentSession(EventEmitter):
         """Decorator: measure every call of a sync or async function as a tool call.
 
         The wrapper keeps the function's name, signature and docstring. Use bare
-        (``@session.tool``) or with a name (``@session.tool(name="lookup")``).
+        (``@session.tool``) or with a name (``@session.tool(name="lookup")``). Called
+        inside a tool call of the same name that is already measured (e.g. by
+        ``callmeter.agent.run_turn``), it is not measured a second time.
         """
 
         def wrap(func: F) -> F:
@@ -339,6 +341,8 @@ class AgentSession(EventEmitter):
 
                 @functools.wraps(func)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    if current_tool_name_var.get() == tool_name:
+                        return await func(*args, **kwargs)
                     with ToolCall(self, tool_name):
                         return await func(*args, **kwargs)
 
@@ -346,6 +350,8 @@ class AgentSession(EventEmitter):
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if current_tool_name_var.get() == tool_name:
+                    return func(*args, **kwargs)
                 with ToolCall(self, tool_name):
                     return func(*args, **kwargs)
 

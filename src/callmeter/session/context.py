@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 current_session_var: ContextVar[AgentSession | None] = ContextVar("callmeter_session", default=None)
 current_speech_id_var: ContextVar[str | None] = ContextVar("callmeter_speech_id", default=None)
+current_tool_name_var: ContextVar[str | None] = ContextVar("callmeter_tool_name", default=None)
+"""Name of the tool call being measured in this context (so it is not measured twice)."""
 
 
 def current_session() -> AgentSession | None:

@@ -9,13 +9,14 @@ exception propagates unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..metrics.types import LLMMetrics, Metadata, STTMetrics, ToolMetrics, TTSMetrics
-from .context import current_speech_id_var
+from .context import current_speech_id_var, current_tool_name_var
 
 if TYPE_CHECKING:
     from .agent_session import AgentSession
@@ -198,6 +199,18 @@ class ToolCall(_Timer):
         super().__init__(session, speech_id)
         self.name = name
         self.call_id = call_id
+        self._name_token: Any = None
+
+    def _start(self) -> None:
+        super()._start()
+        self._name_token = current_tool_name_var.set(self.name)
+
+    def _finish(self, exc_type: type[BaseException] | None) -> None:
+        if self._name_token is not None:
+            with contextlib.suppress(ValueError):  # left in another context than entered
+                current_tool_name_var.reset(self._name_token)
+            self._name_token = None
+        super()._finish(exc_type)
 
     def _build(self, end: float, exc_type: type[BaseException] | None) -> ToolMetrics:
         error = self.error or _error_name(exc_type)
