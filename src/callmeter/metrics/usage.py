@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -194,8 +195,8 @@ class UsageCollector:
         self._batch_handlers: dict[type, Callable[[list[Any]], None]] = {
             LLMMetrics: self._llm_batch,
             ToolMetrics: self._tool_batch,
-            STTMetrics: self._stt_batch,
-            TTSMetrics: self._tts_batch,
+            STTMetrics: functools.partial(self._speech_batch, "stt"),
+            TTSMetrics: functools.partial(self._speech_batch, "tts"),
             EOUMetrics: self._add_intervals,
             RealtimeModelMetrics: self._realtime_batch,
         }
@@ -407,36 +408,23 @@ class UsageCollector:
                 tu.errors += 1
         self._add_intervals(group)
 
-    def _stt_batch(self, group: list[STTMetrics]) -> None:
+    def _speech_batch(self, kind: str, group: list[Any]) -> None:
         md: Metadata | None = group[0].metadata
-        mu = self._model("stt", md)
+        mu = self._model(kind, md)
+        is_tts = kind == "tts"
         for m in group:
             if m.metadata is not md:  # a batch can hold several models of one kind
                 md = m.metadata
-                mu = self._model("stt", md)
+                mu = self._model(kind, md)
             mu.requests += 1
             mu.duration += m.duration
             mu.audio_duration += m.audio_duration
             mu.prompt_tokens += m.input_tokens
             mu.completion_tokens += m.output_tokens
-            mu.input_audio_tokens += m.input_audio_tokens
-            if m.error is not None:
-                mu.errors += 1
-        self._add_intervals(group)
-
-    def _tts_batch(self, group: list[TTSMetrics]) -> None:
-        md: Metadata | None = group[0].metadata
-        mu = self._model("tts", md)
-        for m in group:
-            if m.metadata is not md:  # a batch can hold several models of one kind
-                md = m.metadata
-                mu = self._model("tts", md)
-            mu.requests += 1
-            mu.duration += m.duration
-            mu.characters_count += m.characters_count
-            mu.audio_duration += m.audio_duration
-            mu.prompt_tokens += m.input_tokens
-            mu.completion_tokens += m.output_tokens
+            if is_tts:
+                mu.characters_count += m.characters_count
+            else:
+                mu.input_audio_tokens += m.input_audio_tokens
             if m.error is not None:
                 mu.errors += 1
         self._add_intervals(group)
