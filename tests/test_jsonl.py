@@ -145,3 +145,22 @@ def test_bad_arguments(tmp_path):
         JSONLWriter(tmp_path / "x.jsonl", max_pending=0)
     with JSONLWriter(tmp_path / "x.jsonl") as w, pytest.raises(InvalidArgumentError):
         w.attach("not a session")  # type: ignore[arg-type]
+
+
+def test_closed_sessions_are_detached_and_freed(tmp_path):
+    import gc
+    import weakref
+
+    with JSONLWriter(tmp_path / "calls.jsonl") as writer:
+        refs = []
+        for i in range(50):
+            s = writer.attach(AgentSession(session_id=f"s{i}"))
+            with s, s.tool_call("t"):
+                pass
+            refs.append(weakref.ref(s))
+            del s
+        gc.collect()
+        assert writer._sessions == {}
+        assert sum(r() is not None for r in refs) == 0
+    rows = read(tmp_path / "calls.jsonl")
+    assert len(rows) == 50 * 3  # started, tool metric, close for each

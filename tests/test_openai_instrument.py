@@ -248,10 +248,13 @@ def test_dropped_stream_is_emitted_cancelled(sim, recorder):
     instrument(client, recorder.session)
     stream = client.chat.completions.create(model="m1", messages=MSGS, stream=True)
     next(iter(stream))
+    time.sleep(0.3)  # the caller holds on to the dropped stream a while before it is freed
     del stream
     gc.collect()
     (m,) = recorder.llm
     assert m.cancelled
+    # the request ended at the last chunk the caller received, not when it was freed
+    assert m.duration < 0.2
 
 
 async def test_async_abandoned_stream(sim, recorder):
@@ -467,3 +470,44 @@ def test_instrumented_client_can_be_garbage_collected(sim):
     del client
     gc.collect()
     assert ref() is None
+
+
+def test_usage_in_the_first_token_chunk_is_read(recorder):
+    """A server that sends one chunk carrying both the content and the usage."""
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    chunk = {
+        "id": "chatcmpl-one", "object": "chat.completion.chunk", "created": 0, "model": "m1",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi!"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+    }  # fmt: skip
+
+    class OneChunk(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            body = f"data: {_json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), OneChunk)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{server.server_port}/v1", api_key="k", max_retries=0
+        )
+        instrument(client, recorder.session)
+        stream = client.chat.completions.create(model="m1", messages=MSGS, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "hi!"
+    finally:
+        server.shutdown()
+    (m,) = recorder.llm
+    assert m.usage_reported and (m.prompt_tokens, m.completion_tokens) == (10, 3)

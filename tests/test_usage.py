@@ -125,7 +125,12 @@ def test_max_metrics_validated(bad):
 
 @pytest.mark.parametrize("max_metrics", [100, None])
 def test_memory_is_bounded(max_metrics):
-    """Memory after 100k events is about the same as after 10k (bounded, not growing)."""
+    """Memory stays under a fixed ceiling however many events arrive.
+
+    The ceiling: at most 100,000 latency values per series before they fold into a sketch
+    (~0.8 MB of pointers), 4,096 intervals, ``max_metrics`` events. Unbounded growth would
+    be well over 10 MB for the 300,000 events fed here.
+    """
     keep = max_metrics is not None
     c = UsageCollector(keep_metrics=keep, max_metrics=max_metrics)
     events = [tool(i * 2.0, 1.0, f"t{i % 5}") for i in range(1000)]  # disjoint intervals
@@ -134,14 +139,15 @@ def test_memory_is_bounded(max_metrics):
         tracemalloc.start()
         for i in range(n):
             c(events[i % 1000])
+        c.get_summary()
         current, _ = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return current
 
     small = feed(10_000)
-    large = feed(100_000)
-    assert large < small + 200_000  # bytes; unbounded growth would be ~10 MB here
-    assert c.get_summary().tool_calls == 110_000
+    large = feed(300_000)
+    assert large < small + 2_000_000  # bytes
+    assert c.get_summary().tool_calls == 310_000
 
 
 def test_interval_union_exact_and_bounded():
@@ -206,3 +212,39 @@ def test_models_of_one_kind_in_one_batch_are_kept_apart():
     assert s.by_model["openai/whisper-1"].requests == 3
     assert s.by_model["openai/whisper-1#tts"].characters_count == 15
     assert s.stt_audio_duration == 60.0 and s.tts_characters_count == 30
+
+
+def test_malformed_event_is_left_out_and_the_rest_still_counts(caplog):
+    """A metric with None where a count belongs (e.g. built by hand from a server's JSON)."""
+    import logging
+
+    session = AgentSession()
+    bad = LLMMetrics(timestamp=T0 + 1, started_at=T0, duration=1.0, prompt_tokens=None)
+    with caplog.at_level(logging.ERROR):
+        session.emit_metrics(llm(0, 0.5, prompt_tokens=10, completion_tokens=2))
+        session.emit_metrics(bad)
+        for _ in range(20):
+            with session.tool_call("t"):
+                pass
+        u = session.usage  # must not raise
+    assert (u.llm_requests, u.llm_prompt_tokens, u.tool_calls) == (1, 10, 20)
+    assert u.active_duration > 0
+    assert "left out a malformed metrics event" in caplog.text
+    assert session.usage.tool_calls == 20  # reading again gives the same totals
+
+
+def test_invalid_usage_in_helpers_is_logged_not_raised(caplog):
+    import logging
+
+    session = AgentSession()
+    with caplog.at_level(logging.ERROR):
+        with session.llm_generation(model="m") as gen:
+            gen.set_usage(prompt_tokens=None, completion_tokens=5)
+        with session.tts_request(model="t") as tts:
+            tts.set_usage(characters_count=-3)
+        with session.stt_request(model="s") as stt:
+            stt.set_usage(audio_duration=float("nan"))
+    u = session.usage
+    assert u.llm_usage_unreported == 1 and u.llm_prompt_tokens == 0
+    assert u.tts_characters_count == 0 and u.stt_audio_duration == 0
+    assert caplog.text.count("invalid") == 3

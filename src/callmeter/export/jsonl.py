@@ -85,14 +85,18 @@ class JSONLWriter:
     # sessions --------------------------------------------------------------------------
 
     def attach(self, session: AgentSession) -> AgentSession:
-        """Record ``session``'s events from now on; returns the session."""
+        """Record ``session``'s events from now on; returns the session.
+
+        The session is detached by itself when it closes (after its ``close`` event is
+        queued), so a long-running writer holds no finished sessions.
+        """
         if not isinstance(session, AgentSession):
             raise InvalidArgumentError(f"attach() needs an AgentSession, got {session!r}")
         if id(session) in self._sessions:
             return session
         handlers = []
         for name in EVENTS:
-            handler = self._handler(name.encode())
+            handler = self._handler(name.encode(), session)
             session.on(name, handler)
             handlers.append((name, handler))
         self._sessions[id(session)] = (session, handlers)
@@ -105,11 +109,13 @@ class JSONLWriter:
             for name, handler in entry[1]:
                 session.off(name, handler)
 
-    def _handler(self, name: bytes) -> Callable[[Any], None]:
+    def _handler(self, name: bytes, session: AgentSession) -> Callable[[Any], None]:
         queue = self._queue
         closing_event = name == b"close"
 
         def handler(event: Any) -> None:
+            if closing_event:
+                self.detach(session)
             if self._closing or len(queue) >= self._max_pending:
                 self.dropped += 1
                 return

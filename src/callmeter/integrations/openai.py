@@ -29,6 +29,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = [
     "uninstrument",
 ]
 
+_perf = time.perf_counter
 logger = logging.getLogger("callmeter.integrations.openai")
 
 _PROVIDER_HOSTS = (
@@ -124,6 +126,7 @@ def _end(gen: LLMGeneration) -> None:
 
 
 def _fail(gen: LLMGeneration, exc: BaseException) -> None:
+    gen.ended_at = None  # a failure ends when it is raised, not at the last chunk
     try:
         if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | GeneratorExit):
             gen.cancelled = True
@@ -239,11 +242,14 @@ def _chat_iter(gen: LLMGeneration, it: Iterator[Any], hide_usage: bool) -> Itera
     try:
         need_id = True
         for chunk in it:
+            gen.ended_at = _perf()
             if need_id:
                 need_id = False
                 gen.request_id = chunk.id or gen.request_id
             if _is_chat_token(chunk):
                 gen.first_token()
+                if chunk.usage is not None:
+                    _chat_usage(gen, chunk.usage)
                 yield chunk
                 break
             if chunk.usage is not None:
@@ -252,6 +258,7 @@ def _chat_iter(gen: LLMGeneration, it: Iterator[Any], hide_usage: bool) -> Itera
                     continue
             yield chunk
         for chunk in it:
+            gen.ended_at = _perf()
             if chunk.usage is not None:
                 _chat_usage(gen, chunk.usage)
                 if hide_usage and not chunk.choices:
@@ -274,11 +281,14 @@ async def _chat_aiter(
     try:
         need_id = True
         async for chunk in it:
+            gen.ended_at = _perf()
             if need_id:
                 need_id = False
                 gen.request_id = chunk.id or gen.request_id
             if _is_chat_token(chunk):
                 gen.first_token()
+                if chunk.usage is not None:
+                    _chat_usage(gen, chunk.usage)
                 yield chunk
                 break
             if chunk.usage is not None:
@@ -287,6 +297,7 @@ async def _chat_aiter(
                     continue
             yield chunk
         async for chunk in it:
+            gen.ended_at = _perf()
             if chunk.usage is not None:
                 _chat_usage(gen, chunk.usage)
                 if hide_usage and not chunk.choices:
@@ -306,6 +317,7 @@ async def _chat_aiter(
 def _responses_iter(gen: LLMGeneration, it: Iterator[Any]) -> Iterator[Any]:
     try:
         for event in it:
+            gen.ended_at = _perf()
             kind = event.type
             if kind in _TOKEN_EVENTS:
                 gen.first_token()
@@ -317,6 +329,7 @@ def _responses_iter(gen: LLMGeneration, it: Iterator[Any]) -> Iterator[Any]:
                 _response_event_end(gen, event)
             yield event
         for event in it:
+            gen.ended_at = _perf()
             if event.type in _END_EVENTS:
                 _response_event_end(gen, event)
             yield event
@@ -334,6 +347,7 @@ def _responses_iter(gen: LLMGeneration, it: Iterator[Any]) -> Iterator[Any]:
 async def _responses_aiter(gen: LLMGeneration, it: AsyncIterator[Any]) -> AsyncIterator[Any]:
     try:
         async for event in it:
+            gen.ended_at = _perf()
             kind = event.type
             if kind in _TOKEN_EVENTS:
                 gen.first_token()
@@ -345,6 +359,7 @@ async def _responses_aiter(gen: LLMGeneration, it: AsyncIterator[Any]) -> AsyncI
                 _response_event_end(gen, event)
             yield event
         async for event in it:
+            gen.ended_at = _perf()
             if event.type in _END_EVENTS:
                 _response_event_end(gen, event)
             yield event
@@ -399,6 +414,7 @@ def _wrap_stream(gen: LLMGeneration, stream: Any, kind: str, hide_usage: bool) -
     else:
         wrapped = _responses_aiter(gen, inner) if is_async else _responses_iter(gen, inner)
     stream._iterator = wrapped
+    gen.ended_at = _perf()  # until a chunk arrives: the stream was handed over now
     # a stream closed or dropped before its first chunk never runs the generator's code
     weakref.finalize(stream, _abandon, gen)
     original_close = stream.close

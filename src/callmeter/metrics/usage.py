@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .types import (
 )
 
 UNKNOWN = "unknown"
+logger = logging.getLogger("callmeter.metrics")
 
 
 @dataclass(slots=True)
@@ -146,6 +148,22 @@ def _slots_dict(obj: Any) -> dict[str, Any]:
         name: _money_str(v) if isinstance(v := getattr(obj, name), Decimal) else v
         for name in obj.__dataclass_fields__
     }
+
+
+_ADDED_FIELDS = (
+    "requests",
+    "prompt_tokens",
+    "prompt_cached_tokens",
+    "cache_creation_tokens",
+    "completion_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "audio_duration",
+    "characters_count",
+    "duration",
+    "usage_unreported",
+    "errors",
+)
 
 
 class MetricsNotKeptError(CallmeterError):
@@ -303,17 +321,42 @@ class UsageCollector:
         if self._keep:
             self._metrics.extend(buf)
             self._seen += len(buf)
-        if self._cost is not None:
-            self._cost.add_batch(buf)
         by_type: defaultdict[type, list[Any]] = defaultdict(list)
         for m in buf:
             by_type[m.__class__].append(m)
-        self._latency.collect_groups(by_type)
         handlers = self._batch_handlers
+        dropped = False
         for cls, group in by_type.items():
             handler = handlers.get(cls)
-            if handler is not None:
+            if handler is None:
+                continue
+            try:
                 handler(group)
+            except Exception:
+                # A malformed event (e.g. None where a count belongs). Handlers change
+                # nothing until a whole group has been added up, so redo it event by event
+                # and leave out only what cannot be added.
+                by_type[cls] = self._one_by_one(handler, group)
+                dropped = True
+        if dropped:
+            kept = {id(m) for group in by_type.values() for m in group}
+            buf = [m for m in buf if id(m) in kept]
+        try:
+            if self._cost is not None:
+                self._cost.add_batch(buf)
+            self._latency.collect_groups(by_type)
+        except Exception:
+            logger.exception("callmeter: adding up cost or latency failed; figures incomplete")
+
+    def _one_by_one(self, handler: Callable[[list[Any]], None], group: list[Any]) -> list[Any]:
+        kept = []
+        for m in group:
+            try:
+                handler([m])
+                kept.append(m)
+            except Exception as exc:
+                logger.error("callmeter: left out a malformed metrics event (%s): %r", exc, m)
+        return kept
 
     def get_latency_summary(self) -> LatencySummary:
         """Turn latency so far: e2e, LLM TTFT, TTS TTFB and tool percentiles, slowest turns."""
@@ -339,13 +382,14 @@ class UsageCollector:
         # Runs of events with the same Metadata object are added up in locals, then
         # written to that model's ModelUsage once per run.
         md: Metadata | None = group[0].metadata
+        runs: list[tuple[Any, ...]] = []
         requests = errors = unreported = 0
         prompt = cached = created = completion = audio_in = audio_out = 0
         duration = 0.0
         for m in group:
             if m.metadata is not md:
-                self._add_llm(md, requests, duration, errors, unreported, prompt, cached,
-                              created, completion, audio_in, audio_out)  # fmt: skip
+                runs.append((md, requests, duration, errors, unreported, prompt, cached,
+                             created, completion, audio_in, audio_out))  # fmt: skip
                 md = m.metadata
                 requests = errors = unreported = 0
                 prompt = cached = created = completion = audio_in = audio_out = 0
@@ -364,8 +408,10 @@ class UsageCollector:
                     audio_out += m.output_audio_tokens
             else:
                 unreported += 1
-        self._add_llm(md, requests, duration, errors, unreported, prompt, cached, created,
-                      completion, audio_in, audio_out)  # fmt: skip
+        runs.append((md, requests, duration, errors, unreported, prompt, cached, created,
+                     completion, audio_in, audio_out))  # fmt: skip
+        for run in runs:
+            self._add_llm(*run)
         self._add_intervals(group)
 
     def _add_llm(
@@ -395,53 +441,76 @@ class UsageCollector:
         mu.output_audio_tokens += audio_out
 
     def _tool_batch(self, group: list[ToolMetrics]) -> None:
-        tools = self._tools
+        delta: dict[str, ToolUsage] = {}
         for m in group:
-            tu = tools.get(m.tool_name)
+            name = m.tool_name
+            if not isinstance(name, str):
+                raise TypeError(f"tool_name must be a str, got {name!r}")
+            tu = delta.get(name)
             if tu is None:
-                tu = tools[m.tool_name] = ToolUsage()
+                tu = delta[name] = ToolUsage()
+            duration = m.duration
             tu.calls += 1
-            tu.total_duration += m.duration
-            if m.duration > tu.max_duration:
-                tu.max_duration = m.duration
+            tu.total_duration += duration
+            if duration > tu.max_duration:
+                tu.max_duration = duration
             if not m.success:
                 tu.errors += 1
+        tools = self._tools
+        for name, d in delta.items():
+            tu = tools.get(name)
+            if tu is None:
+                tools[name] = d
+                continue
+            tu.calls += d.calls
+            tu.errors += d.errors
+            tu.total_duration += d.total_duration
+            tu.max_duration = max(tu.max_duration, d.max_duration)
         self._add_intervals(group)
 
     def _speech_batch(self, kind: str, group: list[Any]) -> None:
-        md: Metadata | None = group[0].metadata
-        mu = self._model(kind, md)
         is_tts = kind == "tts"
+        deltas: dict[int, tuple[Metadata | None, ModelUsage]] = {}
         for m in group:
-            if m.metadata is not md:  # a batch can hold several models of one kind
-                md = m.metadata
-                mu = self._model(kind, md)
-            mu.requests += 1
-            mu.duration += m.duration
-            mu.audio_duration += m.audio_duration
-            mu.prompt_tokens += m.input_tokens
-            mu.completion_tokens += m.output_tokens
+            md = m.metadata
+            entry = deltas.get(id(md))
+            if entry is None:
+                entry = deltas[id(md)] = (md, ModelUsage("", "", kind))
+            d = entry[1]
+            d.requests += 1
+            d.duration += m.duration
+            d.audio_duration += m.audio_duration
+            d.prompt_tokens += m.input_tokens
+            d.completion_tokens += m.output_tokens
             if is_tts:
-                mu.characters_count += m.characters_count
+                d.characters_count += m.characters_count
             else:
-                mu.input_audio_tokens += m.input_audio_tokens
+                d.input_audio_tokens += m.input_audio_tokens
             if m.error is not None:
-                mu.errors += 1
+                d.errors += 1
+        self._apply(kind, deltas)
         self._add_intervals(group)
 
     def _realtime_batch(self, group: list[RealtimeModelMetrics]) -> None:
-        md: Metadata | None = group[0].metadata
-        mu = self._model("realtime", md)
+        deltas: dict[int, tuple[Metadata | None, ModelUsage]] = {}
         for m in group:
-            if m.metadata is not md:  # a batch can hold several models of one kind
-                md = m.metadata
-                mu = self._model("realtime", md)
-            mu.requests += 1
-            cached = m.input_token_details.cached_tokens
-            mu.duration += m.duration
-            mu.prompt_tokens += m.input_tokens
-            mu.prompt_cached_tokens += cached
-            mu.completion_tokens += m.output_tokens
-            mu.input_audio_tokens += m.input_token_details.audio_tokens
-            mu.output_audio_tokens += m.output_token_details.audio_tokens
+            md = m.metadata
+            entry = deltas.get(id(md))
+            if entry is None:
+                entry = deltas[id(md)] = (md, ModelUsage("", "", "realtime"))
+            d = entry[1]
+            d.requests += 1
+            d.duration += m.duration
+            d.prompt_tokens += m.input_tokens
+            d.prompt_cached_tokens += m.input_token_details.cached_tokens
+            d.completion_tokens += m.output_tokens
+            d.input_audio_tokens += m.input_token_details.audio_tokens
+            d.output_audio_tokens += m.output_token_details.audio_tokens
+        self._apply("realtime", deltas)
         self._add_intervals(group)
+
+    def _apply(self, kind: str, deltas: dict[int, tuple[Metadata | None, ModelUsage]]) -> None:
+        for md, d in deltas.values():
+            mu = self._model(kind, md)
+            for name in _ADDED_FIELDS:
+                setattr(mu, name, getattr(mu, name) + getattr(d, name))

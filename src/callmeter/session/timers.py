@@ -32,6 +32,14 @@ def _metadata(model: str | None, provider: str | None) -> Metadata | None:
     return Metadata(model_name=model, model_provider=provider)
 
 
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_seconds(value: object) -> bool:
+    return type(value) in (int, float) and 0 <= value < 1e9  # type: ignore[operator]
+
+
 def _error_name(exc_type: type[BaseException] | None) -> str | None:
     return None if exc_type is None else exc_type.__name__
 
@@ -50,6 +58,9 @@ class _Timer:
         self._done = False
         self.error: str | None = None
         """Set to an error description to record a failure the block handled itself."""
+        self.ended_at: float | None = None
+        """``time.perf_counter()`` value to end at instead of the moment the block exits
+        (for work whose end was observed before it is recorded, e.g. a dropped stream)."""
 
     def _start(self) -> None:
         if self.speech_id is None:
@@ -61,7 +72,7 @@ class _Timer:
         if self._done:
             return
         self._done = True
-        end = _perf()
+        end = self.ended_at if self.ended_at is not None else _perf()
         try:
             metric = self._build(end, exc_type)
         except Exception:  # measurement must never break the agent
@@ -141,7 +152,29 @@ class LLMGeneration(_Timer):
         output_audio_tokens: int = 0,
         total_tokens: int | None = None,
     ) -> None:
-        """Record the token usage the provider reported."""
+        """Record the token usage the provider reported.
+
+        Counts must be non-negative ints. Invalid values are logged and the request is
+        recorded as ``usage_reported=False`` (measuring never raises into the agent).
+        """
+        counts = (
+            prompt_tokens,
+            completion_tokens,
+            prompt_cached_tokens,
+            cache_creation_tokens,
+            reasoning_tokens,
+            input_audio_tokens,
+            output_audio_tokens,
+            0 if total_tokens is None else total_tokens,
+        )
+        if not all(_is_count(c) for c in counts):
+            logger.error(
+                "callmeter: invalid token usage %r (counts must be non-negative ints); "
+                "recorded as not reported",
+                counts,
+            )
+            self._usage = None
+            return
         self._usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -277,7 +310,17 @@ class STTRequest(_SpeechTimer):
     def set_usage(
         self, audio_duration: float = 0.0, *, input_tokens: int = 0, output_tokens: int = 0
     ) -> None:
-        """Record billed usage: seconds of audio transcribed, and tokens where billed so."""
+        """Record billed usage: seconds of audio transcribed, and tokens where billed so.
+
+        Invalid values (negative, not numbers) are logged and left out.
+        """
+        if not (
+            _is_seconds(audio_duration) and _is_count(input_tokens) and _is_count(output_tokens)
+        ):
+            logger.error(
+                "callmeter: invalid STT usage left out: %r", (audio_duration, input_tokens)
+            )
+            return
         self.audio_duration = audio_duration
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
@@ -309,7 +352,16 @@ class TTSRequest(_SpeechTimer):
         input_tokens: int = 0,
         output_tokens: int = 0,
     ) -> None:
-        """Record billed usage: characters synthesized, seconds of audio produced, tokens."""
+        """Record billed usage: characters synthesized, seconds of audio produced, tokens.
+
+        Invalid values (negative, not numbers) are logged and left out.
+        """
+        counts = (characters_count, input_tokens, output_tokens)
+        if not (_is_seconds(audio_duration) and all(_is_count(c) for c in counts)):
+            logger.error(
+                "callmeter: invalid TTS usage left out: %r", (characters_count, audio_duration)
+            )
+            return
         self.characters_count = characters_count
         self.audio_duration = audio_duration
         self.input_tokens = input_tokens
