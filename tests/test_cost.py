@@ -156,6 +156,71 @@ def test_tiered_prices_apply_per_request_not_to_the_call_total():
     assert c.get_summary().cost == 2 * one
 
 
+@pytest.mark.parametrize(
+    ("model", "provider", "reqs"),
+    [
+        # 8 x 30k input tokens: each below the 200k tier, together above it
+        ("claude-sonnet-4-5", "anthropic", [(30_000, 0, 100)] * 8),
+        # gemini-1.5-pro's tier starts at 128k; mixed sizes and cached tokens
+        ("gemini-1.5-pro", "google", [(31_000, 20_000, 50), (12_000, 0, 700)] * 5),
+    ],
+)
+def test_many_small_requests_are_priced_per_request_not_by_their_sum(model, provider, reqs):
+    c = UsageCollector(prices=offline_prices())
+    expected = Decimal(0)
+    for prompt, cached, completion in reqs:
+        c(
+            llm(
+                model,
+                provider,
+                speech_id="t1",
+                prompt_tokens=prompt,
+                prompt_cached_tokens=cached,
+                completion_tokens=completion,
+            )
+        )
+        usage = Usage(input_tokens=prompt, cache_read_tokens=cached, output_tokens=completion)
+        expected += calc_price(usage, model, provider_id=provider).total_price
+    summed = calc_price(
+        Usage(
+            input_tokens=sum(r[0] for r in reqs),
+            cache_read_tokens=sum(r[1] for r in reqs),
+            output_tokens=sum(r[2] for r in reqs),
+        ),
+        model,
+        provider_id=provider,
+    ).total_price
+    assert summed > expected  # the sum really crosses a tier
+    s = c.get_summary()
+    assert s.cost == expected
+    assert s.by_model[f"{provider}/{model}"].cost == expected
+    assert s.cost_by_turn == {"t1": expected}
+    assert s.cost_complete
+
+
+def test_large_requests_beyond_the_cap_are_priced_together_not_at_the_base_rate(monkeypatch):
+    """Past MAX_LARGE_REQUESTS, large requests are added up with each other (an upper bound
+    on their tier), never folded into the small requests priced at base-tier rates."""
+    from callmeter.metrics import cost
+
+    monkeypatch.setattr(cost, "MAX_LARGE_REQUESTS", 1)
+    model, provider = "claude-sonnet-4-5", "anthropic"
+    c = UsageCollector(prices=offline_prices())
+    for _ in range(3):
+        c(llm(model, provider, speech_id="t", prompt_tokens=150_000, completion_tokens=1_000))
+    c(llm(model, provider, speech_id="t", prompt_tokens=1_000, completion_tokens=10))
+
+    def price(i: int, o: int) -> Decimal:
+        usage = Usage(input_tokens=i, output_tokens=o)
+        return calc_price(usage, model, provider_id=provider).total_price
+
+    expected = price(150_000, 1_000) + price(300_000, 2_000) + price(1_000, 10)
+    assert expected > 3 * price(150_000, 1_000) + price(1_000, 10)
+    s = c.get_summary()
+    assert s.cost == expected
+    assert s.cost_by_turn == {"t": expected}
+
+
 def test_realtime_audio_tokens_equal_genai_prices():
     m = RealtimeModelMetrics(
         timestamp=T0 + 1,
@@ -266,6 +331,58 @@ def test_token_billed_model_without_token_usage_is_unpriced_not_zero(caplog):
     assert s.unpriced == ["openai/gpt-4o-mini-transcribe"]
     assert s.by_model["openai/gpt-4o-mini-transcribe"].cost is None
     assert not s.cost_complete
+
+
+def test_speech_request_without_a_billed_quantity_makes_the_total_a_lower_bound(caplog):
+    """A TTS price per audio minute cannot price a request that reports only characters:
+    that request must not be billed as $0 just because others of the model are priced."""
+    from callmeter.metrics.cost import price_tracker
+
+    caplog.set_level(logging.WARNING, logger="callmeter.pricing")
+    name = f"voice-{uuid.uuid4().hex[:8]}"
+    prices = offline_prices({f"acme/{name}": {"kind": "tts", "audio_minute": "0.30"}})
+    md = Metadata(model_name=name, model_provider="acme")
+
+    def request(audio: float, chars: int, sid: str) -> TTSMetrics:
+        return TTSMetrics(
+            timestamp=T0 + 1,
+            started_at=T0,
+            duration=1.0,
+            audio_duration=audio,
+            characters_count=chars,
+            speech_id=sid,
+            metadata=md,
+        )
+
+    c = UsageCollector(prices=prices)
+    c(request(60.0, 900, "a"))
+    c(request(0.0, 0, "a"))  # nothing synthesized: nothing to bill, not unknown
+    s = c.get_summary()
+    assert s.cost == Decimal("0.30") and s.cost_complete and s.unpriced == []
+    assert not any(name in r.getMessage() for r in caplog.records)
+
+    c(request(0.0, 900, "b"))  # audio length not reported
+    c(request(0.0, 900, "b"))
+    s = c.get_summary()
+    assert s.cost == Decimal("0.30")  # what is known ...
+    assert not s.cost_complete and s.cost_is_lower_bound  # ... is a lower bound
+    assert s.unpriced == [f"acme/{name}"]
+    assert s.by_model[f"acme/{name}"].cost == Decimal("0.30")
+    assert s.cost_by_turn == {"a": Decimal("0.30"), "b": Decimal(0)}
+    report = price_tracker(c._cost, c.prices, c._models)
+    assert report.unbilled_requests == {("tts", "acme", name): 2}
+    assert report.partial_turns == ["b"]
+    warnings = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+    assert len(warnings) == 1 and "2 request(s)" in warnings[0] and "lower bound" in warnings[0]
+
+    # a price per character bills the same requests: complete again
+    both = offline_prices({f"acme/{name}": {"audio_minute": "0.30", "mchars": "30"}})
+    c = UsageCollector(prices=both)
+    c(request(60.0, 900, "a"))
+    c(request(0.0, 900, "b"))
+    s = c.get_summary()
+    assert s.cost_complete and s.unpriced == []
+    assert s.cost == Decimal("0.30") + 2 * Decimal("0.027")
 
 
 def test_override_replaces_bundled_and_genai_prices():

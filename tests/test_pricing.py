@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import tomllib
 from decimal import Decimal
 from importlib import resources
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from callmeter.cli import app
 from callmeter.errors import CallmeterError
+from callmeter.metrics import Metadata
 from callmeter.metrics.pricing import (
     RATE_FIELDS,
     PriceFileError,
@@ -96,11 +98,69 @@ def test_malformed_price_file_names_file_line_and_field(tmp_path, text, line, fi
     assert words in str(e)
 
 
-def test_malformed_env_file_fails_at_construction(tmp_path, monkeypatch):
+def test_malformed_env_file_raises_for_explicit_prices(tmp_path, monkeypatch):
     f = write(tmp_path, "[acme.ears]\naudio_minute = 'free'\n")
     monkeypatch.setenv("CALLMETER_PRICES", str(f))
     with pytest.raises(PriceFileError, match=r"my-prices.toml:2: .*acme.ears.audio_minute"):
         Prices()
+
+
+@pytest.mark.parametrize("bad", ["malformed", "missing", "binary"])
+def test_bad_env_file_is_logged_once_and_the_defaults_are_used(tmp_path, monkeypatch, caplog, bad):
+    """Measuring never raises into the agent's code because of the environment."""
+    from callmeter import AgentSession
+    from callmeter.metrics import STTMetrics, UsageCollector
+    from callmeter.metrics import pricing as pricing_mod
+
+    if bad == "malformed":
+        f = write(tmp_path, "[deepgram.\"nova-3\"]\naudio_minute = 'free'\n")
+        where, field = f"{f}:2", "deepgram.nova-3.audio_minute"
+    elif bad == "missing":
+        f = tmp_path / "no-such-prices.toml"
+        where, field = str(f), "cannot read price file"
+    else:
+        f = tmp_path / "binary.toml"
+        f.write_bytes(b"\xff\xfe[deepgram]\n")
+        where, field = str(f), "not UTF-8"
+    monkeypatch.setenv("CALLMETER_PRICES", str(f))
+    monkeypatch.setattr(pricing_mod, "_default", None)
+    caplog.set_level(logging.ERROR, logger="callmeter.pricing")
+
+    session = AgentSession()  # raised PriceFileError before
+    c = UsageCollector()
+    with_dict = UsageCollector(prices={"acme/ears": {"audio_minute": "0.06"}})
+    for collector in (c, with_dict):
+        collector(
+            STTMetrics(
+                timestamp=2.0,
+                started_at=1.0,
+                duration=1.0,
+                audio_duration=60.0,
+                metadata=Metadata(model_name="nova-3", model_provider="deepgram"),
+            )
+        )
+        s = collector.get_summary()
+        assert s.cost > 0 and s.cost_complete
+        assert s.by_model["deepgram/nova-3"].price_source.startswith("callmeter speech table")
+    for prices in (session.usage_prices, c.prices, with_dict.prices):
+        assert isinstance(prices.env_error, PriceFileError)
+        assert prices.env_error.file == str(f)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1  # once, not per collector
+    message = errors[0].getMessage()
+    assert where in message and field in message and "CALLMETER_PRICES" in message
+
+    # what is given in code still raises, naming file, line and field
+    explicit = write(tmp_path, "[acme.ears]\naudio_minute = -1\n")
+    with pytest.raises(PriceFileError) as ei:
+        UsageCollector(prices=str(explicit))
+    assert (ei.value.file, ei.value.line, ei.value.field) == (
+        str(explicit),
+        2,
+        "acme.ears.audio_minute",
+    )
+    with pytest.raises(PriceFileError, match=r"acme.ears.per_minute"):
+        UsageCollector(prices={"acme/ears": {"per_minute": 1}})
 
 
 def test_missing_file_and_bad_dict():

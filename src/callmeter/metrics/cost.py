@@ -5,11 +5,19 @@ fed the same events keeps the rest (per-turn usage: an append per event), and
 :func:`price_tracker` turns both into money when a summary is asked for. Requests with at
 least :data:`LARGE_REQUEST_TOKENS` input tokens are kept individually so that
 genai-prices' tiered rates (a higher rate above e.g. 200k input tokens *per request*) are
-applied per request, as providers bill them.
+applied per request, as providers bill them; smaller ones are added up and billed at the
+base (lowest-tier) rates, which is exact because each of them is below the lowest tier
+start.
+
+Speech requests are also counted by which quantities they carry (tokens, audio seconds,
+characters), so that a request carrying none of the quantities its model's price bills
+(a TTS request reporting only characters for a price per audio minute) makes the total a
+lower bound instead of adding nothing to it.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import threading
@@ -36,10 +44,11 @@ log = logging.getLogger("callmeter.pricing")
 
 LARGE_REQUEST_TOKENS = 32_000
 """Requests with this many input tokens or more are priced one by one (the lowest tier
-threshold in genai-prices' snapshot is 32k tokens); smaller ones are priced in aggregate."""
+threshold in genai-prices' snapshot is 32k tokens); smaller ones are priced in aggregate
+at the base-tier rates."""
 MAX_LARGE_REQUESTS = 10_000
 """Per model (and per turn), large requests kept individually; beyond this they are
-priced in aggregate, which can only pick a higher tier."""
+priced in aggregate with each other, which can only pick a higher tier."""
 DEFAULT_MAX_TURNS = 1_000
 """Turns whose cost a collector keeps by default (the most recent ones)."""
 
@@ -145,8 +154,38 @@ ModelKey = tuple[str, str | None, str | None]
 @dataclass(slots=True)
 class _Bucket:
     small: Amounts = field(default_factory=Amounts)
+    """Requests below :data:`LARGE_REQUEST_TOKENS`: priced together at base-tier rates."""
     large: list[Amounts] = field(default_factory=list)
+    """Large requests, priced one by one."""
+    overflow: Amounts = field(default_factory=Amounts)
+    """Large requests beyond :data:`MAX_LARGE_REQUESTS`, priced together (tier from the sum)."""
     unreported: int = 0
+    quantities: list[int] | None = None
+    """Speech requests per quantity mask (``_Q_*`` bits), or None. For a turn, 1 stands
+    for "some"."""
+
+
+# Bits of a speech request's quantity mask: which billable quantities it carries.
+_Q_INPUT = 1
+_Q_INPUT_AUDIO = 2
+_Q_OUTPUT = 4
+_Q_AUDIO = 8
+_Q_CHARS = 16
+_N_MASKS = 32
+
+
+def _probe(mask: int) -> Amounts:
+    """Usage with a sizeable amount of each quantity in ``mask`` (and no request)."""
+    big = 1_000_000
+    audio_tokens = big if mask & _Q_INPUT_AUDIO else 0
+    return Amounts(
+        0,
+        (big if mask & _Q_INPUT else 0) + audio_tokens,
+        input_audio_tokens=audio_tokens,
+        output_tokens=big if mask & _Q_OUTPUT else 0,
+        audio_seconds=60.0 if mask & _Q_AUDIO else 0.0,
+        characters=big if mask & _Q_CHARS else 0,
+    )
 
 
 class _Turn:
@@ -154,14 +193,17 @@ class _Turn:
     vectors (:class:`Amounts` field order, then unreported requests) when the turn is
     priced or :data:`MAX_PENDING` events are queued."""
 
-    __slots__ = ("cost", "large", "pending", "vectors")
+    __slots__ = ("cost", "large", "overflow", "partial", "pending", "vectors")
 
     def __init__(self) -> None:
         self.pending: list[Any] = []
         self.vectors: dict[ModelKey, list[Any]] = {}
         self.large: dict[ModelKey, list[Amounts]] = {}
+        self.overflow: dict[ModelKey, Amounts] = {}
         self.cost: Decimal | None = None
         """Cached price of the turn; reset when the turn gets more usage."""
+        self.partial = False
+        """Whether :attr:`cost` is a lower bound (valid while ``cost`` is set)."""
 
     def fold(self) -> None:
         """Add the queued events to the per-model vectors."""
@@ -174,7 +216,7 @@ class _Turn:
             key = (kind, None, None) if md is None else (kind, md.model_provider, md.model_name)
             v = vectors.get(key)
             if v is None:
-                v = vectors[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0]
+                v = vectors[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0, 0]
             if t is LLMMetrics:
                 if not m.usage_reported:
                     v[_N] += 1
@@ -194,12 +236,28 @@ class _Turn:
                 v[4] += m.output_tokens
                 v[5] += m.input_audio_tokens
                 v[8] += m.audio_duration
+                mask = _Q_AUDIO if m.audio_duration else 0
+                if m.input_tokens:
+                    mask |= _Q_INPUT
+                if m.input_audio_tokens:
+                    mask |= _Q_INPUT_AUDIO
+                if m.output_tokens:
+                    mask |= _Q_OUTPUT
+                v[_M] |= 1 << mask
             elif t is TTSMetrics:
                 v[0] += 1
                 v[1] += m.input_tokens
                 v[4] += m.output_tokens
                 v[8] += m.audio_duration
                 v[9] += m.characters_count
+                mask = _Q_CHARS if m.characters_count else 0
+                if m.audio_duration:
+                    mask |= _Q_AUDIO
+                if m.input_tokens:
+                    mask |= _Q_INPUT
+                if m.output_tokens:
+                    mask |= _Q_OUTPUT
+                v[_M] |= 1 << mask
             else:  # realtime
                 a = amounts_of(m)
                 assert a is not None
@@ -215,18 +273,25 @@ class _Turn:
             if len(lst) < MAX_LARGE_REQUESTS:
                 lst.append(a)
             else:
-                v = self.vectors[key]
-                for i, x in enumerate(_astuple(a)):
-                    v[i] += x
+                self.overflow.setdefault(key, Amounts()).add(a)
 
     def buckets(self) -> dict[ModelKey, _Bucket]:
         self.fold()
         out: dict[ModelKey, _Bucket] = {}
         for key, v in self.vectors.items():
-            out[key] = _Bucket(Amounts(*v[:_N]), [], v[_N])
+            out[key] = _Bucket(Amounts(*v[:_N]), [], Amounts(), v[_N], _mask_list(v[_M]))
         for key, lst in self.large.items():
             out.setdefault(key, _Bucket()).large.extend(lst)
+        for key, a in self.overflow.items():
+            out.setdefault(key, _Bucket()).overflow.add(a)
         return out
+
+
+def _mask_list(bits: int | None) -> list[int] | None:
+    """A turn's set of masks as per-mask counts (1: some requests)."""
+    if not bits:
+        return None
+    return [(bits >> mask) & 1 for mask in range(_N_MASKS)]
 
 
 def _astuple(a: Amounts) -> tuple[Any, ...]:
@@ -234,6 +299,7 @@ def _astuple(a: Amounts) -> tuple[Any, ...]:
 
 
 _N = 10  # number of Amounts fields; index _N of a turn vector counts unreported requests
+_M = 11  # index of a turn vector's set of speech quantity masks (bit 1 << mask)
 MAX_PENDING = 256
 """Events a turn queues before adding them up (bounds memory for very long turns)."""
 
@@ -243,16 +309,32 @@ class CostTracker:
 
     * requests of at least :data:`LARGE_REQUEST_TOKENS` input tokens, one by one (tiers);
     * cached audio tokens of realtime responses;
+    * speech (STT, TTS) requests counted by which quantities they carry, so requests that
+      carry nothing their price bills are noticed;
     * usage per turn (``speech_id``) and model, for at most ``max_turns`` turns (the most
       recent; older ones are counted in :attr:`dropped_turns`), so memory stays bounded.
     """
 
-    __slots__ = ("_cached_audio", "_large", "_max_turns", "_turns", "dropped_turns")
+    __slots__ = (
+        "_cached_audio",
+        "_large",
+        "_max_turns",
+        "_overflow",
+        "_quantities",
+        "_turns",
+        "dropped_turns",
+    )
 
     def __init__(self, max_turns: int = DEFAULT_MAX_TURNS) -> None:
         self._max_turns = max_turns
         self._large: dict[ModelKey, list[Amounts]] = {}
+        self._overflow: dict[ModelKey, Amounts] = {}
         self._cached_audio: dict[ModelKey, int] = {}
+        # kind -> model -> provider -> requests per quantity mask (nested: cheaper per event)
+        self._quantities: dict[str, dict[str | None, dict[str | None, list[int]]]] = {
+            "stt": {},
+            "tts": {},
+        }
         self._turns: OrderedDict[str, _Turn] = OrderedDict()
         self.dropped_turns = 0
 
@@ -261,8 +343,10 @@ class CostTracker:
         self.add_batch((m,))
 
     def add_batch(self, events: Iterable[Any]) -> None:
-        """Account events, in order. The common case costs a dict lookup and an append."""
+        """Account events, in order. The common case costs a dict lookup and an append
+        (and for speech, counting which quantities the request carries)."""
         turns = self._turns
+        q_stt, q_tts = self._quantities["stt"], self._quantities["tts"]
         for m in events:
             t = m.__class__
             if t is LLMMetrics:
@@ -270,7 +354,30 @@ class CostTracker:
                     self._call_large("llm", m)
             elif t is RealtimeModelMetrics:
                 self._call_large("realtime", m)
-            elif t is not STTMetrics and t is not TTSMetrics:
+            elif t is STTMetrics or t is TTSMetrics:
+                mask = _Q_AUDIO if m.audio_duration else 0
+                if m.input_tokens:
+                    mask |= _Q_INPUT
+                if m.output_tokens:
+                    mask |= _Q_OUTPUT
+                if t is TTSMetrics:
+                    if m.characters_count:
+                        mask |= _Q_CHARS
+                    by_model = q_tts
+                else:
+                    if m.input_audio_tokens:
+                        mask |= _Q_INPUT_AUDIO
+                    by_model = q_stt
+                md = m.metadata
+                model, provider = (None, None) if md is None else (md.model_name, md.model_provider)
+                by_provider = by_model.get(model)
+                if by_provider is None:
+                    by_provider = by_model[model] = {}
+                counts = by_provider.get(provider)
+                if counts is None:
+                    counts = by_provider[provider] = [0] * _N_MASKS
+                counts[mask] += 1
+            else:
                 continue
             sid = m.speech_id
             if sid is None:
@@ -299,11 +406,14 @@ class CostTracker:
             lst = self._large.setdefault(key, [])
             if len(lst) < MAX_LARGE_REQUESTS:
                 lst.append(a)
+            else:
+                self._overflow.setdefault(key, Amounts()).add(a)
 
     def call_bucket(self, key: ModelKey, mu: Any) -> _Bucket:
         """The whole call's usage of one model: the collector's totals ``mu`` (a
         ``ModelUsage``) with large requests split out."""
         large = self._large.get(key, [])
+        overflow = self._overflow.get(key) or Amounts()
         unreported = mu.usage_unreported
         small = Amounts(
             mu.requests - unreported,
@@ -317,7 +427,7 @@ class CostTracker:
             mu.audio_duration,
             mu.characters_count,
         )
-        for a in large:
+        for a in (*large, overflow):
             small.requests -= a.requests
             small.input_tokens -= a.input_tokens
             small.cache_read_tokens -= a.cache_read_tokens
@@ -326,7 +436,9 @@ class CostTracker:
             small.input_audio_tokens -= a.input_audio_tokens
             small.output_audio_tokens -= a.output_audio_tokens
             small.cache_audio_read_tokens -= a.cache_audio_read_tokens
-        return _Bucket(small, large, unreported)
+        by_model = self._quantities.get(key[0])
+        quantities = by_model.get(key[2], {}).get(key[1]) if by_model is not None else None
+        return _Bucket(small, large, overflow, unreported, quantities)
 
 
 # Token units: (rate name, Amounts field, dimensions). A unit covers the tokens of every
@@ -374,11 +486,19 @@ def _leaf_token_counts(a: Amounts, priced: frozenset[str]) -> list[tuple[str, in
     return out
 
 
-def price_amounts(price: ResolvedPrice, a: Amounts, kind: str) -> Decimal:
-    """USD for ``a`` at ``price``. ``a`` may aggregate several requests (``a.requests``)."""
+def price_amounts(
+    price: ResolvedPrice, a: Amounts, kind: str, *, base_tier: bool = False
+) -> Decimal:
+    """USD for ``a`` at ``price``. ``a`` may aggregate several requests (``a.requests``).
+
+    genai-prices picks a tiered rate from the input tokens of ``a`` as a whole, which is
+    right for one request. For an aggregate of requests that are each below the lowest
+    tier start (:data:`LARGE_REQUEST_TOKENS`), pass ``base_tier=True``: tiered rates are
+    then billed at their base rate.
+    """
     e = price.rates
     if e is None:
-        return _genai_cost(price, a, kind)
+        return _genai_cost(price, a, kind, base_tier)
     total = Decimal(0)
     priced = frozenset(name for name in _TOKEN_RATES if getattr(e, name) is not None)
     for name, count in _leaf_token_counts(a, priced):
@@ -447,15 +567,40 @@ def genai_usage(a: Amounts, kind: str) -> Any:
     return Usage(**{k: v for k, v in values.items() if v})
 
 
-def _genai_cost(price: ResolvedPrice, a: Amounts, kind: str) -> Decimal:
+def _genai_cost(price: ResolvedPrice, a: Amounts, kind: str, base_tier: bool = False) -> Decimal:
     assert price.genai is not None
     provider, info = price.genai
-    calc = info.calc_price(genai_usage(a, kind), provider)
-    total: Decimal = calc.total_price
-    per_k = getattr(calc.model_price, "requests_kcount", None)
+    usage = genai_usage(a, kind)
+    base = _base_tier_prices(info.get_prices(_now())) if base_tier else None
+    if base is None:
+        calc = info.calc_price(usage, provider)
+        total: Decimal = calc.total_price
+        model_price = calc.model_price
+    else:  # a tiered price (none of calc_price's per-model special cases applies)
+        total = base.calc_price(usage)["total_price"]
+        model_price = base
+    per_k = getattr(model_price, "requests_kcount", None)
     if isinstance(per_k, Decimal) and a.requests > 1:
         total += per_k * (a.requests - 1) / 1000  # calc_price bills one request per call
     return to_money(total)
+
+
+_base_tiers: dict[int, tuple[Any, Any]] = {}
+
+
+def _base_tier_prices(model_price: Any) -> Any:
+    """``model_price`` (a genai-prices ``ModelPrice``) with every tiered rate replaced by
+    its base rate; None when it has no tiered rate. Cached per snapshot object."""
+    hit = _base_tiers.get(id(model_price))
+    if hit is not None and hit[0] is model_price:
+        return hit[1]
+    base_rates = {k: v.base for k, v in vars(model_price).items() if hasattr(v, "tiers")}
+    base = None
+    if base_rates:
+        base = copy.copy(model_price)
+        base.__dict__.update(base_rates)
+    _base_tiers[id(model_price)] = (model_price, base)  # holds model_price: its id stays valid
+    return base
 
 
 @dataclass(slots=True)
@@ -468,17 +613,29 @@ class CostReport:
     unpriced: list[str] = field(default_factory=list)
     complete: bool = True
     by_turn: dict[str, Decimal] = field(default_factory=dict)
+    partial_turns: list[str] = field(default_factory=list)
+    """Turns (of ``by_turn``) whose cost is a lower bound: usage of an unpriced model,
+    requests without usage, or requests carrying nothing their price bills."""
+    unbilled_requests: dict[ModelKey, int] = field(default_factory=dict)
+    """Per priced model, speech requests that carry none of the quantities its price bills
+    (their cost is unknown; the model is also listed in ``unpriced``)."""
 
 
-_warned: set[tuple[str | None, str | None]] = set()
+_warned: set[tuple[str | None, str | None, str]] = set()
 _warned_lock = threading.Lock()
 
 
-def _warn_once(provider: str | None, model: str | None, why: str) -> None:
+def _first_time(provider: str | None, model: str | None, topic: str) -> bool:
     with _warned_lock:
-        if (provider, model) in _warned:
-            return
-        _warned.add((provider, model))
+        if (provider, model, topic) in _warned:
+            return False
+        _warned.add((provider, model, topic))
+        return True
+
+
+def _warn_once(provider: str | None, model: str | None, why: str) -> None:
+    if not _first_time(provider, model, "unpriced"):
+        return
     log.warning(
         "no price for %s/%s (%s): its cost is not in the total, which is now a lower bound; "
         "add it to a price file (see docs/cost.md) to price it",
@@ -488,13 +645,61 @@ def _warn_once(provider: str | None, model: str | None, why: str) -> None:
     )
 
 
+def _warn_unbilled(provider: str | None, model: str | None, n: int) -> None:
+    if not _first_time(provider, model, "unbilled"):
+        return
+    log.warning(
+        "%d request(s) of %s/%s carry none of the quantities its price bills (e.g. only "
+        "characters for a price per audio minute): their cost is not in the total, which "
+        "is now a lower bound; report the billed quantity, or add a rate for the reported "
+        "one to a price file (see docs/cost.md)",
+        n,
+        provider or "unknown",
+        model or "unknown",
+    )
+
+
 def _bucket_cost(price: ResolvedPrice, b: _Bucket, kind: str) -> Decimal:
     total = Decimal(0)
     if not b.small.is_empty():
-        total += price_amounts(price, b.small, kind)
+        total += price_amounts(price, b.small, kind, base_tier=True)
     for a in b.large:
         total += price_amounts(price, a, kind)
+    if not b.overflow.is_empty():
+        total += price_amounts(price, b.overflow, kind)
     return total
+
+
+class _Coverage:
+    """Which speech quantity masks a model's price bills, memoized for one pricing run."""
+
+    __slots__ = ("_memo",)
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[ModelKey, int], bool] = {}
+
+    def unbilled(self, key: ModelKey, price: ResolvedPrice, counts: list[int] | None) -> int:
+        """Requests in ``counts`` (per quantity mask) that carry nothing ``price`` bills."""
+        if not counts:
+            return 0
+        n = 0
+        for mask in range(1, _N_MASKS):  # mask 0: a request that reported no quantity at all
+            if counts[mask] and not self._billed(key, price, mask):
+                n += counts[mask]
+        return n
+
+    def _billed(self, key: ModelKey, price: ResolvedPrice, mask: int) -> bool:
+        hit = self._memo.get((key, mask))
+        if hit is None:
+            kind = key[0]
+            try:
+                hit = not _has_nonzero_rate(price) or price_amounts(
+                    price, _probe(mask), kind
+                ) > price_amounts(price, Amounts(), kind)
+            except Exception:  # pricing the real usage fails and reports it
+                hit = True
+            self._memo[(key, mask)] = hit
+        return hit
 
 
 def _label(key: ModelKey) -> str:
@@ -506,9 +711,11 @@ def price_tracker(
 ) -> CostReport:
     """Price a call: ``models`` are the collector's per-model totals (``ModelUsage``),
     ``tracker`` what they lack. Never raises: a model whose price cannot be found or
-    applied is listed in ``unpriced`` and makes the total a lower bound."""
+    applied is listed in ``unpriced`` and makes the total a lower bound, as does a priced
+    model with speech requests that carry none of the quantities its price bills."""
     report = CostReport()
     resolved: dict[ModelKey, ResolvedPrice] = {}
+    coverage = _Coverage()
     for key, mu in models.items():
         kind, provider, model = key
         b = tracker.call_bucket(key, mu)
@@ -534,18 +741,32 @@ def price_tracker(
         report.total += cost
         if b.unreported:
             report.complete = False  # requests without usage cost something unknown
+        unbilled = coverage.unbilled(key, price, b.quantities)
+        if unbilled:
+            report.unbilled_requests[key] = unbilled
+            report.unpriced.append(_label(key))
+            report.complete = False
+            _warn_unbilled(provider, model, unbilled)
     for sid, turn in tracker._turns.items():
         if turn.cost is None:
             t = Decimal(0)
+            partial = False
             for key, tb in turn.buckets().items():
                 price = resolved.get(key)
-                if price is not None:
-                    try:
-                        t += _bucket_cost(price, tb, key[0])
-                    except Exception:
-                        log.debug("turn %s: pricing %s failed", sid, _label(key), exc_info=True)
-            turn.cost = t
+                if price is None:
+                    partial = partial or _billable(tb) or tb.unreported > 0
+                    continue
+                try:
+                    t += _bucket_cost(price, tb, key[0])
+                except Exception:
+                    partial = True
+                    log.debug("turn %s: pricing %s failed", sid, _label(key), exc_info=True)
+                if tb.unreported or coverage.unbilled(key, price, tb.quantities):
+                    partial = True
+            turn.cost, turn.partial = t, partial
         report.by_turn[sid] = turn.cost
+        if turn.partial:
+            report.partial_turns.append(sid)
     return report
 
 
@@ -575,7 +796,14 @@ def _now() -> Any:
 
 def _billable(b: _Bucket) -> bool:
     s = b.small
-    return bool(b.large or s.input_tokens or s.output_tokens or s.audio_seconds or s.characters)
+    return bool(
+        b.large
+        or not b.overflow.is_empty()
+        or s.input_tokens
+        or s.output_tokens
+        or s.audio_seconds
+        or s.characters
+    )
 
 
 def format_usd(value: Decimal, places: int = 4, *, lower_bound: bool = False) -> str:

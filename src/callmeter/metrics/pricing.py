@@ -319,6 +319,8 @@ def load_price_file(path: str | os.PathLike[str]) -> dict[_Key, PriceEntry]:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise PriceFileError(f"cannot read price file: {e.strerror or e}", file=str(p)) from None
+    except UnicodeDecodeError as e:
+        raise PriceFileError(f"not UTF-8 text (TOML files are UTF-8): {e}", file=str(p)) from None
     return _parse_toml(text, str(p))
 
 
@@ -372,9 +374,15 @@ class Prices:
     3. the bundled speech table (if ``bundled``),
     4. genai-prices' LLM price snapshot (if ``genai``).
 
-    Override files are read and validated here, so a malformed file fails at construction
-    with :class:`PriceFileError`. Lookups never raise; they are cached.
+    Override files are read and validated here, so a malformed file (including the
+    ``$CALLMETER_PRICES`` one, when ``env``) fails at construction with
+    :class:`PriceFileError`. The default prices a collector uses when given none are
+    lenient instead (see :func:`default_prices`). Lookups never raise; they are cached.
     """
+
+    env_error: PriceFileError | None
+    """Why the ``$CALLMETER_PRICES`` file was left out of these prices (only the default
+    prices leave a malformed file out; an explicit :class:`Prices` raises instead)."""
 
     def __init__(
         self,
@@ -407,13 +415,29 @@ class Prices:
                 raise InvalidArgumentError(
                     f"price overrides must be a dict or a TOML file path, got {type(item).__name__}"
                 )
-        env_file = os.environ.get(ENV_VAR) if env else None
-        if env_file:
-            self._tables.append((PriceSource("override", env_file), load_price_file(env_file)))
+        self.env_error = None
+        if env:
+            self._add_env_file(strict=True)
         self._bundled = bundled
         self._genai = genai
         self._cache: dict[tuple[str, str], ResolvedPrice | None] = {}
         self._lock = threading.Lock()
+
+    def _add_env_file(self, *, strict: bool) -> None:
+        """Add the ``$CALLMETER_PRICES`` table. A malformed file raises when ``strict``;
+        otherwise it is logged (once per file and error) and left out."""
+        env_file = os.environ.get(ENV_VAR)
+        if not env_file:
+            return
+        try:
+            table = load_price_file(env_file)
+        except PriceFileError as e:
+            if strict:
+                raise
+            self.env_error = e
+            _log_env_error_once(e)
+            return
+        self._tables.append((PriceSource("override", env_file), table))
 
     def lookup(self, model: str, provider: str | None = None) -> ResolvedPrice | None:
         """The price of ``model`` (from ``provider`` when given), or None if unknown."""
@@ -501,6 +525,33 @@ def _flat_rates(provider: Any, info: Any) -> PriceEntry | None:
     return PriceEntry(**rates) if rates else None
 
 
+_env_logged: set[str] = set()
+_env_logged_lock = threading.Lock()
+
+
+def _log_env_error_once(e: PriceFileError) -> None:
+    with _env_logged_lock:
+        if str(e) in _env_logged:
+            return
+        _env_logged.add(str(e))
+    log.error(
+        "$%s names a price file that cannot be used, so it is ignored and costs use the "
+        "bundled speech table and genai-prices: %s. Fix the file (check it with `callmeter "
+        "prices MODEL`) or unset %s.",
+        ENV_VAR,
+        e,
+        ENV_VAR,
+    )
+
+
+def _with_env(overrides: PriceOverrides | Iterable[PriceOverrides] | None) -> Prices:
+    """``Prices(overrides)``, except that a malformed ``$CALLMETER_PRICES`` file is logged
+    and left out rather than raised: measuring must not fail because of the environment."""
+    prices = Prices(overrides, env=False)
+    prices._add_env_file(strict=False)
+    return prices
+
+
 _default_lock = threading.Lock()
 _default: tuple[str | None, Prices] | None = None
 
@@ -508,23 +559,29 @@ _default: tuple[str | None, Prices] | None = None
 def default_prices() -> Prices:
     """The process-wide default :class:`Prices` (bundled + genai-prices + ``$CALLMETER_PRICES``).
 
-    Rebuilt when ``$CALLMETER_PRICES`` changes.
+    Rebuilt when ``$CALLMETER_PRICES`` changes. Never raises: a malformed or missing
+    ``$CALLMETER_PRICES`` file is logged once as an error on the ``callmeter.pricing``
+    logger (naming file, line and field) and left out; ``Prices.env_error`` says why.
     """
     global _default
     env_file = os.environ.get(ENV_VAR) or None
     with _default_lock:
         if _default is None or _default[0] != env_file:
-            _default = (env_file, Prices())
+            _default = (env_file, _with_env(None))
         return _default[1]
 
 
 def resolve_prices(prices: Prices | PriceOverrides | bool | None) -> Prices | None:
     """What ``UsageCollector(prices=...)`` means: None/True -> the defaults, False -> no
-    pricing, a :class:`Prices` as is, a dict or file path -> the defaults plus those rates."""
+    pricing, a :class:`Prices` as is, a dict or file path -> the defaults plus those rates.
+
+    A malformed dict or file given here raises :class:`PriceFileError`; a malformed
+    ``$CALLMETER_PRICES`` file does not (see :func:`default_prices`).
+    """
     if prices is False:
         return None
     if prices is None or prices is True:
         return default_prices()
     if isinstance(prices, Prices):
         return prices
-    return Prices(prices)
+    return _with_env(prices)
