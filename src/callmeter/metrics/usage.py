@@ -470,12 +470,12 @@ class UsageCollector:
 
     def _speech_batch(self, kind: str, group: list[Any]) -> None:
         is_tts = kind == "tts"
-        deltas: dict[int, tuple[Metadata | None, ModelUsage]] = {}
+        deltas: dict[Metadata | None, tuple[Metadata | None, ModelUsage]] = {}
         for m in group:
-            md = m.metadata
-            entry = deltas.get(id(md))
+            md = m.metadata  # frozen, hashed by value: equal metadata share one delta
+            entry = deltas.get(md)
             if entry is None:
-                entry = deltas[id(md)] = (md, ModelUsage("", "", kind))
+                entry = deltas[md] = (md, ModelUsage("", "", kind))
             d = entry[1]
             d.requests += 1
             d.duration += m.duration
@@ -492,12 +492,12 @@ class UsageCollector:
         self._add_intervals(group)
 
     def _realtime_batch(self, group: list[RealtimeModelMetrics]) -> None:
-        deltas: dict[int, tuple[Metadata | None, ModelUsage]] = {}
+        deltas: dict[Metadata | None, tuple[Metadata | None, ModelUsage]] = {}
         for m in group:
             md = m.metadata
-            entry = deltas.get(id(md))
+            entry = deltas.get(md)
             if entry is None:
-                entry = deltas[id(md)] = (md, ModelUsage("", "", "realtime"))
+                entry = deltas[md] = (md, ModelUsage("", "", "realtime"))
             d = entry[1]
             d.requests += 1
             d.duration += m.duration
@@ -509,7 +509,9 @@ class UsageCollector:
         self._apply("realtime", deltas)
         self._add_intervals(group)
 
-    def _apply(self, kind: str, deltas: dict[int, tuple[Metadata | None, ModelUsage]]) -> None:
+    def _apply(
+        self, kind: str, deltas: dict[Metadata | None, tuple[Metadata | None, ModelUsage]]
+    ) -> None:
         for md, d in deltas.values():
             mu = self._model(kind, md)
             for name in _ADDED_FIELDS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from types import TracebackType
@@ -26,7 +27,9 @@ _perf = time.perf_counter
 _wall = time.time
 
 
+@functools.lru_cache(maxsize=256)
 def _metadata(model: str | None, provider: str | None) -> Metadata | None:
+    # Shared (Metadata is frozen): collectors add up runs of the same object cheaply.
     if model is None and provider is None:
         return None
     return Metadata(model_name=model, model_provider=provider)
