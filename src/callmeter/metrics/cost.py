@@ -174,6 +174,21 @@ _Q_CHARS = 16
 _N_MASKS = 32
 
 
+def speech_mask(m: STTMetrics | TTSMetrics) -> int:
+    """The ``_Q_*`` bits of the billable quantities a speech request carries."""
+    mask = _Q_AUDIO if m.audio_duration else 0
+    if m.input_tokens:
+        mask |= _Q_INPUT
+    if m.output_tokens:
+        mask |= _Q_OUTPUT
+    if m.__class__ is TTSMetrics:
+        if m.characters_count:
+            mask |= _Q_CHARS
+    elif m.input_audio_tokens:
+        mask |= _Q_INPUT_AUDIO
+    return mask
+
+
 def _probe(mask: int) -> Amounts:
     """Usage with a sizeable amount of each quantity in ``mask`` (and no request)."""
     big = 1_000_000
@@ -236,28 +251,14 @@ class _Turn:
                 v[4] += m.output_tokens
                 v[5] += m.input_audio_tokens
                 v[8] += m.audio_duration
-                mask = _Q_AUDIO if m.audio_duration else 0
-                if m.input_tokens:
-                    mask |= _Q_INPUT
-                if m.input_audio_tokens:
-                    mask |= _Q_INPUT_AUDIO
-                if m.output_tokens:
-                    mask |= _Q_OUTPUT
-                v[_M] |= 1 << mask
+                v[_M] |= 1 << speech_mask(m)
             elif t is TTSMetrics:
                 v[0] += 1
                 v[1] += m.input_tokens
                 v[4] += m.output_tokens
                 v[8] += m.audio_duration
                 v[9] += m.characters_count
-                mask = _Q_CHARS if m.characters_count else 0
-                if m.audio_duration:
-                    mask |= _Q_AUDIO
-                if m.input_tokens:
-                    mask |= _Q_INPUT
-                if m.output_tokens:
-                    mask |= _Q_OUTPUT
-                v[_M] |= 1 << mask
+                v[_M] |= 1 << speech_mask(m)
             else:  # realtime
                 a = amounts_of(m)
                 assert a is not None
@@ -355,19 +356,8 @@ class CostTracker:
             elif t is RealtimeModelMetrics:
                 self._call_large("realtime", m)
             elif t is STTMetrics or t is TTSMetrics:
-                mask = _Q_AUDIO if m.audio_duration else 0
-                if m.input_tokens:
-                    mask |= _Q_INPUT
-                if m.output_tokens:
-                    mask |= _Q_OUTPUT
-                if t is TTSMetrics:
-                    if m.characters_count:
-                        mask |= _Q_CHARS
-                    by_model = q_tts
-                else:
-                    if m.input_audio_tokens:
-                        mask |= _Q_INPUT_AUDIO
-                    by_model = q_stt
+                mask = speech_mask(m)
+                by_model = q_tts if t is TTSMetrics else q_stt
                 md = m.metadata
                 model, provider = (None, None) if md is None else (md.model_name, md.model_provider)
                 by_provider = by_model.get(model)
