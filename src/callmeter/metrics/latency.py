@@ -41,6 +41,17 @@ def _new_sketch() -> Any:
     return DDSketch(relative_accuracy=SKETCH_ACCURACY)
 
 
+def add_values(sketch: Any, values: Iterable[float]) -> None:
+    """Add ``values`` to a DDSketch.
+
+    Values are binned on a 0.2 % logarithmic grid (10x finer than the sketch's accuracy)
+    and added with their counts: one ``sketch.add`` per bin, not per value.
+    """
+    bins = Counter(round(log(v) * _INV_LOG_BIN) if v > 0 else None for v in values)
+    for k, count in bins.items():
+        sketch.add(0.0 if k is None else exp(k / _INV_LOG_BIN), count)
+
+
 @dataclass(slots=True)
 class Percentiles:
     """Count, p50/p90/p99 and max of one latency series, in seconds.
@@ -117,8 +128,7 @@ class LatencySummary:
         sketch = _new_sketch()
         if name in self._sketches:
             sketch.merge(self._sketches[name])
-        for v in self._values.get(name, ()):
-            sketch.add(v)
+        add_values(sketch, self._values.get(name, ()))
         return sketch
 
     @classmethod
@@ -143,8 +153,7 @@ class LatencySummary:
                 sk = sketches[name]
                 if name in s._sketches:
                     sk.merge(s._sketches[name])
-                for v in s._values.get(name, ()):
-                    sk.add(v)
+                add_values(sk, s._values.get(name, ()))
                 maxima[name] = max(maxima[name], getattr(s, name).max)
         for name in SERIES:
             setattr(out, name, Percentiles.from_sketch(sketches[name], maxima[name]))
@@ -226,11 +235,7 @@ class LatencyCollector:
         sketch = self._sketches.get(name)
         if sketch is None:
             sketch = self._sketches[name] = _new_sketch()
-        # Values are binned on a 0.2 % logarithmic grid (10x finer than the sketch's
-        # accuracy) and added with their counts: one sketch.add per bin, not per value.
-        bins = Counter(round(log(v) * _INV_LOG_BIN) if v > 0 else None for v in values)
-        for k, count in bins.items():
-            sketch.add(0.0 if k is None else exp(k / _INV_LOG_BIN), count)
+        add_values(sketch, values)
         self._maxima[name] = max(self._maxima[name], max(values, default=0.0))
         values.clear()
 
@@ -277,8 +282,7 @@ class LatencyCollector:
             if name in self._sketches:
                 out._sketches[name] = sketch = _new_sketch()
                 sketch.merge(self._sketches[name])
-                for v in values:
-                    sketch.add(v)
+                add_values(sketch, values)
                 maximum = max(self._maxima[name], max(values, default=0.0))
                 out._values[name] = []
                 setattr(out, name, Percentiles.from_sketch(sketch, maximum))
