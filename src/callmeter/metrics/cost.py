@@ -339,10 +339,6 @@ class CostTracker:
         self._turns: OrderedDict[str, _Turn] = OrderedDict()
         self.dropped_turns = 0
 
-    def add(self, m: Any) -> None:
-        """Account one metrics event (ignores events that bill nothing)."""
-        self.add_batch((m,))
-
     def add_batch(self, events: Iterable[Any]) -> None:
         """Account events, in order. The common case costs a dict lookup and an append
         (and for speech, counting which quantities the request carries)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from msgspec import Struct
 
 from .types import AgentMetrics
@@ -41,8 +39,3 @@ class CloseEvent(Struct, kw_only=True):
     labels: dict[str, str] | None = None
     error: str | None = None
     """The exception type name when the session's ``with`` block exited by exception."""
-
-
-def event_fields(event: Any) -> dict[str, Any]:
-    """An event's fields as a dict (shallow)."""
-    return {name: getattr(event, name) for name in event.__struct_fields__}

@@ -31,18 +31,6 @@ def union_duration(intervals: Iterable[tuple[float, float]]) -> float:
     return sum(end - start for start, end in merge_intervals(intervals))
 
 
-def clip_intervals(
-    intervals: Iterable[tuple[float, float]], lo: float, hi: float
-) -> list[tuple[float, float]]:
-    """The parts of the intervals that lie within ``[lo, hi]`` (empty parts dropped)."""
-    out = []
-    for start, end in intervals:
-        s, e = max(start, lo), min(end, hi)
-        if e > s:
-            out.append((s, e))
-    return out
-
-
 class IntervalUnion:
     """Running union of intervals with bounded memory.
 
