@@ -10,7 +10,7 @@ import time
 from timeit import repeat
 
 from callmeter.metrics import LLMMetrics, Metadata, STTMetrics, TTSMetrics, UsageCollector
-from callmeter.metrics.pricing import Prices
+from callmeter.pricing.prices import Prices
 
 T0 = 1_790_000_000.0
 N = 20_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from callmeter import AgentSession, metrics
-from callmeter.metrics.cost import format_usd
+from callmeter.pricing.cost import format_usd
 
 NEGOTIATED = {"deepgram": {"nova-3": {"audio_minute": "0.0050", "source": "our contract"}}}
 

@@ -25,8 +25,8 @@ from callmeter.metrics import (
     TTSMetrics,
     UsageCollector,
 )
-from callmeter.metrics.cost import format_usd
-from callmeter.metrics.pricing import Prices
+from callmeter.pricing.cost import format_usd
+from callmeter.pricing.prices import Prices
 
 T0 = 1_790_000_000.0
 
@@ -201,7 +201,7 @@ def test_many_small_requests_are_priced_per_request_not_by_their_sum(model, prov
 def test_large_requests_beyond_the_cap_are_priced_together_not_at_the_base_rate(monkeypatch):
     """Past MAX_LARGE_REQUESTS, large requests are added up with each other (an upper bound
     on their tier), never folded into the small requests priced at base-tier rates."""
-    from callmeter.metrics import cost
+    from callmeter.pricing import cost
 
     monkeypatch.setattr(cost, "MAX_LARGE_REQUESTS", 1)
     model, provider = "claude-sonnet-4-5", "anthropic"
@@ -336,7 +336,7 @@ def test_token_billed_model_without_token_usage_is_unpriced_not_zero(caplog):
 def test_speech_request_without_a_billed_quantity_makes_the_total_a_lower_bound(caplog):
     """A TTS price per audio minute cannot price a request that reports only characters:
     that request must not be billed as $0 just because others of the model are priced."""
-    from callmeter.metrics.cost import price_tracker
+    from callmeter.pricing.cost import price_tracker
 
     caplog.set_level(logging.WARNING, logger="callmeter.pricing")
     name = f"voice-{uuid.uuid4().hex[:8]}"
@@ -539,7 +539,7 @@ def test_flat_rate_fast_path_matches_genai_prices(model, provider):
     turns); both paths must give genai-prices' own answer."""
     import dataclasses
 
-    from callmeter.metrics.cost import Amounts, price_amounts
+    from callmeter.pricing.cost import Amounts, price_amounts
 
     r = offline_prices().lookup(model, provider)
     slow = dataclasses.replace(r, linear=None)
@@ -623,7 +623,7 @@ def test_genai_prices_tiers_start_above_the_large_request_threshold():
     from genai_prices.data_snapshot import get_snapshot
     from genai_prices.types import ModelPrice, TieredPrices
 
-    from callmeter.metrics.cost import LARGE_REQUEST_TOKENS
+    from callmeter.pricing.cost import LARGE_REQUEST_TOKENS
 
     starts = set()
     for provider in get_snapshot().providers:

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from callmeter import AgentSession
+from callmeter.latency.summary import percentile
 from callmeter.metrics import LatencyCollector, LatencySummary, Percentiles, UsageCollector
-from callmeter.metrics.latency import percentile
 from test_turns import build, eou, llm, tool, tts
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from callmeter.cli import app
 from callmeter.errors import CallmeterError
 from callmeter.metrics import Metadata
-from callmeter.metrics.pricing import (
+from callmeter.pricing.prices import (
     RATE_FIELDS,
     PriceFileError,
     Prices,
@@ -110,7 +110,7 @@ def test_bad_env_file_is_logged_once_and_the_defaults_are_used(tmp_path, monkeyp
     """Measuring never raises into the agent's code because of the environment."""
     from callmeter import AgentSession
     from callmeter.metrics import STTMetrics, UsageCollector
-    from callmeter.metrics import pricing as pricing_mod
+    from callmeter.pricing import prices as pricing_mod
 
     if bad == "malformed":
         f = write(tmp_path, "[deepgram.\"nova-3\"]\naudio_minute = 'free'\n")
@@ -198,7 +198,7 @@ def test_genai_prices_price_lines_match_the_snapshot():
 
 
 def test_bundled_speech_table_is_complete_and_shipped():
-    text = resources.files("callmeter.metrics").joinpath("prices", "speech.toml").read_text()
+    text = resources.files("callmeter.pricing").joinpath("data", "speech.toml").read_text()
     raw = tomllib.loads(text)
     entries = bundled_entries()
     providers = {p for p, _ in entries}

@@ -305,7 +305,7 @@ def test_failing_turn_arithmetic_never_reaches_the_agent(caplog):
 
 def reference_components(ms, origin: float, end: float) -> dict[str, int]:
     """Brute force, per microsecond: the best-ranked interval covering each instant."""
-    from callmeter.metrics.turns import PRECEDENCE
+    from callmeter.latency.turns import PRECEDENCE
 
     labelled = []
     for m in ms:

@@ -23,7 +23,7 @@ def prices(
     from rich.table import Table
 
     from ..errors import CallmeterError
-    from ..metrics.pricing import ENV_VAR, Prices
+    from ..pricing.prices import ENV_VAR, Prices
 
     console = Console()
     try:

@@ -57,7 +57,7 @@ def report(
 
 
 def _as_json(loaded: Report) -> dict[str, object]:
-    from ..metrics.latency import LatencySummary
+    from ..latency.summary import LatencySummary
 
     calls = [
         {

@@ -204,8 +204,8 @@ async def run_demo(
     client and print it. ``hooks`` are called with the session before it starts."""
     import openai
 
-    from ..agent import run_turn
     from ..integrations.openai import instrument
+    from ..integrations.openai.agent import run_turn
 
     options = options or DemoOptions()
     session = session or build_session(options)

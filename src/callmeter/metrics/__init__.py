@@ -1,21 +1,21 @@
-"""The data model: metric types, events, UsageCollector and UsageSummary.
+"""The public face of the data model: metric types, events, UsageCollector, UsageSummary.
 
-This package imports nothing else of callmeter's: it is pure data and arithmetic.
+Everything here is defined in its own package and re-exported: the types and codec in
+:mod:`callmeter.model`, aggregation in :mod:`callmeter.usage`, prices and cost in
+:mod:`callmeter.pricing`, turns and percentiles in :mod:`callmeter.latency`.
 """
 
-from .codec import decode, decode_list, encode, from_dict, to_dict
-from .events import CloseEvent, MetricsCollectedEvent, SessionStartedEvent
-from .latency import LatencyCollector, LatencySummary, Percentiles
-from .log import log_metrics
-from .pricing import PriceFileError, Prices
-from .timeline import IntervalUnion, merge_intervals, union_duration
-from .turns import (
+from ..latency.summary import LatencyCollector, LatencySummary, Percentiles
+from ..latency.turns import LatencyBudget, build_turn_metrics
+from ..model.codec import decode, decode_list, encode, from_dict, to_dict
+from ..model.events import (
     BudgetExcess,
-    LatencyBudget,
+    CloseEvent,
     LatencyBudgetExceededEvent,
-    build_turn_metrics,
+    MetricsCollectedEvent,
+    SessionStartedEvent,
 )
-from .types import (
+from ..model.types import (
     COMPONENTS,
     AgentMetrics,
     CachedTokenDetails,
@@ -34,7 +34,16 @@ from .types import (
     TurnSegment,
     VADMetrics,
 )
-from .usage import MetricsNotKeptError, ModelUsage, ToolUsage, UsageCollector, UsageSummary
+from ..pricing.prices import PriceFileError, Prices
+from ..usage.collector import (
+    MetricsNotKeptError,
+    ModelUsage,
+    ToolUsage,
+    UsageCollector,
+    UsageSummary,
+)
+from ..usage.timeline import IntervalUnion, merge_intervals, union_duration
+from .log import log_metrics
 
 __all__ = [
     "COMPONENTS",

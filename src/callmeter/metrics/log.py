@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .types import AgentMetrics
+from ..model.types import AgentMetrics
 
 _default_logger = logging.getLogger("callmeter.metrics")
 

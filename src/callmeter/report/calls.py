@@ -11,11 +11,11 @@ from typing import Any
 import msgspec
 
 from ..errors import InvalidArgumentError
-from ..metrics.latency import LatencyCollector, LatencySummary
-from ..metrics.pricing import resolve_prices
-from ..metrics.turns import build_turn_metrics
-from ..metrics.types import AgentMetrics, TurnMetrics
-from ..metrics.usage import UsageCollector, UsageSummary
+from ..latency.summary import LatencyCollector, LatencySummary
+from ..latency.turns import build_turn_metrics
+from ..model.types import AgentMetrics, TurnMetrics
+from ..pricing.prices import resolve_prices
+from ..usage.collector import UsageCollector, UsageSummary
 from .style import seconds
 
 

@@ -8,8 +8,8 @@ from html import escape
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
-from ..metrics.latency import SERIES, LatencySummary
-from ..metrics.types import COMPONENTS, TurnMetrics
+from ..latency.summary import SERIES, LatencySummary
+from ..model.types import COMPONENTS, TurnMetrics
 from .calls import Call, Report, load, overview
 from .style import COLORS, LABELS, SERIES_LABELS, seconds
 

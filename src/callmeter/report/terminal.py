@@ -9,8 +9,8 @@ from rich.console import Console, Group
 from rich.rule import Rule
 from rich.text import Text
 
-from ..metrics.latency import SERIES, LatencySummary
-from ..metrics.types import COMPONENTS, TurnMetrics
+from ..latency.summary import SERIES, LatencySummary
+from ..model.types import COMPONENTS, TurnMetrics
 from .calls import Call, LineError, Report, load, overview
 from .style import COLORS, LABELS, SERIES_LABELS, seconds
 

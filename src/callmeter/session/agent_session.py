@@ -14,11 +14,11 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from ..errors import InvalidArgumentError
-from ..metrics.events import CloseEvent, MetricsCollectedEvent, SessionStartedEvent
-from ..metrics.latency import LatencySummary
-from ..metrics.turns import LatencyBudget
-from ..metrics.types import AgentMetrics
-from ..metrics.usage import UsageCollector, UsageSummary
+from ..latency.summary import LatencySummary
+from ..latency.turns import LatencyBudget
+from ..model.events import CloseEvent, MetricsCollectedEvent, SessionStartedEvent
+from ..model.types import AgentMetrics
+from ..usage.collector import UsageCollector, UsageSummary
 from .context import current_session_var, current_tool_name_var
 from .emitter import EventEmitter
 from .timers import LLMGeneration, STTRequest, ToolCall, TTSRequest

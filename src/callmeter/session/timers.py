@@ -16,7 +16,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..metrics.types import LLMMetrics, Metadata, STTMetrics, ToolMetrics, TTSMetrics
+from ..model.types import LLMMetrics, Metadata, STTMetrics, ToolMetrics, TTSMetrics
 from .context import current_speech_id_var, current_tool_name_var
 
 if TYPE_CHECKING:

@@ -10,8 +10,9 @@ from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ..metrics.turns import LatencyBudgetExceededEvent, build_turn_metrics
-from ..metrics.types import AgentMetrics, TurnMetrics
+from ..latency.turns import build_turn_metrics
+from ..model.events import LatencyBudgetExceededEvent
+from ..model.types import AgentMetrics, TurnMetrics
 from .context import current_session_var, current_speech_id_var
 
 if TYPE_CHECKING:

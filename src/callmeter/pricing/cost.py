@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from .pricing import Prices, ResolvedPrice
-from .types import LLMMetrics, RealtimeModelMetrics, STTMetrics, TTSMetrics
+from ..model.types import LLMMetrics, RealtimeModelMetrics, STTMetrics, TTSMetrics
+from .prices import Prices, ResolvedPrice
 
 __all__ = [
     "LARGE_REQUEST_TOKENS",

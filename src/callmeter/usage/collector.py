@@ -12,11 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from ..errors import CallmeterError, InvalidArgumentError
-from .cost import DEFAULT_MAX_TURNS, CostTracker, price_tracker
-from .latency import LatencyCollector, LatencySummary
-from .pricing import PriceOverrides, Prices, resolve_prices
-from .timeline import IntervalUnion
-from .types import (
+from ..latency.summary import LatencyCollector, LatencySummary
+from ..model.types import (
     AgentMetrics,
     EOUMetrics,
     LLMMetrics,
@@ -26,6 +23,9 @@ from .types import (
     ToolMetrics,
     TTSMetrics,
 )
+from ..pricing.cost import DEFAULT_MAX_TURNS, CostTracker, price_tracker
+from ..pricing.prices import PriceOverrides, Prices, resolve_prices
+from .timeline import IntervalUnion
 
 UNKNOWN = "unknown"
 logger = logging.getLogger("callmeter.metrics")
@@ -180,7 +180,7 @@ class UsageCollector:
     ``collect`` only appends to a small buffer; events are added up in batches of
     ``BATCH`` (and whenever a summary is read), which keeps the per-event cost low.
 
-    ``prices`` selects the pricing: a :class:`~callmeter.metrics.pricing.Prices`, override
+    ``prices`` selects the pricing: a :class:`~callmeter.pricing.Prices`, override
     rates (a dict or TOML file path, on top of the defaults), ``None`` for the defaults
     (bundled speech table + genai-prices + ``$CALLMETER_PRICES``) or ``False`` for no cost.
     ``max_cost_turns`` bounds how many turns ``cost_by_turn`` keeps (the most recent).

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from math import exp, log, log1p
 from typing import Any
 
-from .types import COMPONENTS, AgentMetrics, LLMMetrics, ToolMetrics, TTSMetrics, TurnMetrics
+from ..model.types import COMPONENTS, AgentMetrics, LLMMetrics, ToolMetrics, TTSMetrics, TurnMetrics
 
 SERIES: tuple[str, ...] = ("e2e_latency", "llm_ttft", "tts_ttfb", "tool_duration")
 """The latency series a summary reports percentiles for."""

@@ -3,7 +3,7 @@
 Field names follow LiveKit Agents' where LiveKit has the field. Every timed metric also
 carries ``started_at`` (wall clock, seconds since the epoch); ``timestamp`` is when the
 event was emitted. Construction does not validate (it is the hot path); decoding does,
-see :mod:`callmeter.metrics.codec`.
+see :mod:`callmeter.model.codec`.
 """
 
 from __future__ import annotations

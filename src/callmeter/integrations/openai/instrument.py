@@ -37,8 +37,8 @@ from urllib.parse import urlsplit
 
 import openai
 
-from ..errors import InvalidArgumentError
-from ..session import AgentSession, LLMGeneration, current_session
+from ...errors import InvalidArgumentError
+from ...session import AgentSession, LLMGeneration, current_session
 
 __all__ = [
     "Instrumentation",

@@ -14,10 +14,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from msgspec import Struct
-
 from ..errors import InvalidArgumentError
-from .types import (
+from ..model.events import BudgetExcess
+from ..model.types import (
     COMPONENTS,
     AgentMetrics,
     EOUMetrics,
@@ -210,35 +209,6 @@ def _attribute(
 
 BUDGET_KEYS: tuple[str, ...] = ("e2e", *COMPONENTS)
 """Names a latency budget can limit: ``e2e`` and every breakdown component."""
-
-
-class BudgetExcess(Struct, kw_only=True):
-    """One limit a turn went over: ``actual`` seconds against ``budget`` seconds."""
-
-    name: str
-    budget: float
-    actual: float
-
-
-class LatencyBudgetExceededEvent(Struct, kw_only=True):
-    """Emitted as ``latency_budget_exceeded`` when a turn goes over a latency budget."""
-
-    session_id: str
-    created_at: float
-    turn: TurnMetrics
-    exceeded: list[BudgetExcess]
-    agent_name: str | None = None
-    labels: dict[str, str] | None = None
-
-    @property
-    def speech_id(self) -> str | None:
-        """The turn's speech_id."""
-        return self.turn.speech_id
-
-    @property
-    def breakdown(self) -> TurnBreakdown:
-        """The turn's breakdown."""
-        return self.turn.breakdown
 
 
 class LatencyBudget:

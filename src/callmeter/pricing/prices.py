@@ -349,7 +349,7 @@ def bundled_entries() -> dict[_Key, PriceEntry]:
         if _bundled is None:
             from importlib import resources
 
-            res = resources.files(__package__).joinpath("prices", BUNDLED_FILE)
+            res = resources.files(__package__).joinpath("data", BUNDLED_FILE)
             _bundled = _parse_toml(res.read_text(encoding="utf-8"), f"callmeter/{BUNDLED_FILE}")
         return _bundled
 

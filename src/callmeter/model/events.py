@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from msgspec import Struct
 
-from .types import AgentMetrics
+from .types import AgentMetrics, TurnBreakdown, TurnMetrics
 
 
 class MetricsCollectedEvent(Struct, gc=False):
@@ -39,3 +39,32 @@ class CloseEvent(Struct, kw_only=True):
     labels: dict[str, str] | None = None
     error: str | None = None
     """The exception type name when the session's ``with`` block exited by exception."""
+
+
+class BudgetExcess(Struct, kw_only=True):
+    """One limit a turn went over: ``actual`` seconds against ``budget`` seconds."""
+
+    name: str
+    budget: float
+    actual: float
+
+
+class LatencyBudgetExceededEvent(Struct, kw_only=True):
+    """Emitted as ``latency_budget_exceeded`` when a turn goes over a latency budget."""
+
+    session_id: str
+    created_at: float
+    turn: TurnMetrics
+    exceeded: list[BudgetExcess]
+    agent_name: str | None = None
+    labels: dict[str, str] | None = None
+
+    @property
+    def speech_id(self) -> str | None:
+        """The turn's speech_id."""
+        return self.turn.speech_id
+
+    @property
+    def breakdown(self) -> TurnBreakdown:
+        """The turn's breakdown."""
+        return self.turn.breakdown
