@@ -145,7 +145,7 @@ class JSONLWriter:
                     logger.exception("callmeter: cannot encode a %s event", name.decode())
                     self.dropped += 1
                     continue
-                chunks.append(b'{"event":"' + name + b'",' + body[1:] + b"\n")
+                chunks.append(body + b"\n")
             if chunks:
                 try:
                     self._file.write(b"".join(chunks))

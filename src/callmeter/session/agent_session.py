@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
 import logging
 import time
 import uuid
@@ -75,6 +76,7 @@ class AgentSession(EventEmitter):
         self._context_tokens: list[Token[AgentSession | None]] = []
         self._open_turns: dict[str, Turn] = {}
         self._latency_budget: LatencyBudget | None = None
+        self._next_seq = itertools.count().__next__  # atomic under the GIL
 
     def __repr__(self) -> str:
         return f"AgentSession(session_id={self.session_id!r}, agent_name={self.agent_name!r})"
@@ -115,6 +117,7 @@ class AgentSession(EventEmitter):
             "session_started",
             SessionStartedEvent(
                 session_id=self.session_id,
+                seq=self._next_seq(),
                 created_at=self._started_wall,
                 agent_name=self.agent_name,
                 labels=self.labels,
@@ -133,6 +136,7 @@ class AgentSession(EventEmitter):
             "close",
             CloseEvent(
                 session_id=self.session_id,
+                seq=self._next_seq(),
                 created_at=time.time(),
                 duration=self._duration,
                 agent_name=self.agent_name,
@@ -196,11 +200,17 @@ class AgentSession(EventEmitter):
             turn = self._open_turns.get(getattr(metrics, "speech_id", None))  # type: ignore[arg-type]
             if turn is not None:
                 turn._add(metrics)
+        seq = self._next_seq()
         handlers = self._handlers.get("metrics_collected")
         if not handlers:
             return
         event = MetricsCollectedEvent(
-            metrics, self.session_id, metrics.timestamp, self.agent_name, self.labels
+            session_id=self.session_id,
+            seq=seq,
+            created_at=metrics.timestamp,
+            agent_name=self.agent_name,
+            labels=self.labels,
+            metrics=metrics,
         )
         for callback, is_async, once in handlers:
             if once:

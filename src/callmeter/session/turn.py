@@ -116,6 +116,7 @@ class Turn:
                 "latency_budget_exceeded",
                 LatencyBudgetExceededEvent(
                     session_id=session.session_id,
+                    seq=session._next_seq(),
                     created_at=time.time(),
                     turn=turn,
                     exceeded=exceeded,
