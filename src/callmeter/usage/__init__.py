@@ -1,6 +1,7 @@
 """Usage aggregation: a stream of metrics events into a call's totals."""
 
-from .collector import MetricsNotKeptError, ModelUsage, ToolUsage, UsageCollector, UsageSummary
+from .collector import MetricsNotKeptError, UsageCollector
+from .summary import ModelUsage, ToolUsage, UsageSummary
 from .timeline import IntervalUnion, merge_intervals, union_duration
 
 __all__ = [
