@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from callmeter import AgentSession, InvalidArgumentError, metrics
+from callmeter.errors import SinkClosedError
 from callmeter.export import JSONLWriter
 
 
@@ -108,7 +109,8 @@ def test_flush_detach_and_close(tmp_path):
     writer.close()  # idempotent
     assert len(read(path)) == 2
     s2 = AgentSession()
-    writer.attach(s2)
+    with pytest.raises(SinkClosedError, match="is closed"):
+        writer.attach(s2)  # attaching to a closed writer is refused, not silently ignored
     s2.start()
     assert len(read(path)) == 2  # a closed writer records nothing more
 

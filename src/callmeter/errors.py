@@ -20,3 +20,26 @@ class InvalidMetricsError(CallmeterError, ValueError):
 
 class InvalidArgumentError(CallmeterError, ValueError):
     """A callmeter API was called with an argument it cannot use."""
+
+
+class InvalidRecordError(CallmeterError, ValueError):
+    """A record (one line of the wire format) failed to decode or validate.
+
+    ``kind`` says why: ``malformed`` (not JSON, not UTF-8, too deeply nested),
+    ``too_long`` (over the reader's line limit), ``unknown_event`` or ``unknown_metric``
+    (written by a newer callmeter: skipped and counted), or ``invalid`` (a field is missing,
+    of the wrong type or out of range). ``field`` is the JSON path when known and ``line``
+    the 1-based line number when read from a file.
+    """
+
+    def __init__(
+        self, message: str, *, kind: str, field: str | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.field = field
+        self.line = line
+
+
+class SinkClosedError(CallmeterError, RuntimeError):
+    """A session was attached to a sink that is already closed."""

@@ -1,0 +1,329 @@
+"""The sink contract, and the base every sink that does I/O is built on.
+
+A sink consumes records (:mod:`callmeter.records`): it is attached to sessions, receives
+each of their records, and is flushed and closed. :class:`Sink` is the protocol;
+:class:`SinkBase` does the attach/detach bookkeeping, so a sink that aggregates in memory
+only implements :meth:`~SinkBase.receive`; :class:`QueueSink` adds a bounded queue drained
+by one worker thread, so a sink that writes files or talks to a network only implements
+:meth:`~QueueSink.write_batch`, and the agent's event loop never waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+from .._ratelimit import RateLimitedLog
+from ..errors import InvalidArgumentError, SinkClosedError
+from ..model.events import RECORD_EVENTS, CloseEvent, Record
+from ..session.agent_session import AgentSession
+
+logger = logging.getLogger("callmeter.export")
+
+__all__ = ["QueueSink", "Sink", "SinkBase"]
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """What callmeter needs of a sink."""
+
+    def attach(self, session: AgentSession) -> AgentSession:
+        """Receive ``session``'s records from now on; returns the session."""
+        ...
+
+    def detach(self, session: AgentSession) -> None:
+        """Stop receiving ``session``'s records."""
+        ...
+
+    def receive(self, record: Record) -> None:
+        """Take one record. Called on the emitting thread: must be quick, must not raise."""
+        ...
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything received so far; True when it all was (False on timeout)."""
+        ...
+
+    def close(self) -> None:
+        """Detach every session, flush, release resources. Idempotent."""
+        ...
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop."""
+        ...
+
+
+class SinkBase:
+    """Attach/detach bookkeeping shared by every sink.
+
+    ``attach(session)`` subscribes :meth:`receive` to the session's record events
+    (``session_started``, ``metrics_collected``, ``latency_budget_exceeded``, ``close``);
+    a session detaches itself after its ``close`` record. Attaching to a closed sink raises
+    :class:`~callmeter.errors.SinkClosedError`. :attr:`dropped` counts records this sink
+    could not deliver (subclasses add to it with :meth:`_drop`).
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[int, tuple[weakref.ref[AgentSession], Callable[[Any], None]]] = {}
+        self._attach_lock = threading.Lock()
+        self._drop_lock = threading.Lock()
+        self._dropped = 0
+        self._closed = False
+        self._log = RateLimitedLog(logger)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` started."""
+        return self._closed
+
+    @property
+    def dropped(self) -> int:
+        """Records received but not delivered (queue full, write failed, sink closed)."""
+        return self._dropped
+
+    def _drop(self, n: int, why: str) -> None:
+        """Count ``n`` undelivered records and log why (rate-limited)."""
+        if n <= 0:
+            return
+        with self._drop_lock:
+            self._dropped += n
+            total = self._dropped
+        self._log.log(
+            why, logging.WARNING, "callmeter: %r dropped %d record(s): %s (%d dropped in all)",
+            self, n, why, total,
+        )  # fmt: skip
+
+    def receive(self, record: Record) -> None:
+        """Take one record (subclasses implement this)."""
+        raise NotImplementedError
+
+    def attach(self, session: AgentSession) -> AgentSession:
+        """Receive ``session``'s records from now on; returns the session."""
+        if not isinstance(session, AgentSession):
+            raise InvalidArgumentError(f"attach() needs an AgentSession, got {session!r}")
+        with self._attach_lock:
+            if self._closed:
+                raise SinkClosedError(f"{self!r} is closed: create a new sink to attach sessions")
+            key = id(session)
+            if key in self._sessions:
+                return session
+            receive = self.receive
+
+            def handler(record: Any) -> None:
+                receive(record)
+                if record.__class__ is CloseEvent:
+                    self.detach(session)
+
+            self._sessions[key] = (weakref.ref(session), handler)
+            for name in RECORD_EVENTS:
+                session.on(name, handler)
+        return session
+
+    def detach(self, session: AgentSession) -> None:
+        """Stop receiving ``session``'s records (no error if it was not attached)."""
+        with self._attach_lock:
+            entry = self._sessions.pop(id(session), None)
+        if entry is not None:
+            for name in RECORD_EVENTS:
+                session.off(name, entry[1])
+
+    def _detach_all(self) -> None:
+        with self._attach_lock:
+            entries = list(self._sessions.values())
+        for ref, _ in entries:
+            session = ref()
+            if session is not None:
+                self.detach(session)
+
+    @property
+    def sessions(self) -> list[AgentSession]:
+        """The sessions attached now."""
+        with self._attach_lock:
+            refs = [ref for ref, _ in self._sessions.values()]
+        return [s for s in (ref() for ref in refs) if s is not None]
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Nothing to deliver for an in-memory sink."""
+        return True
+
+    def close(self) -> None:
+        """Detach every session. Idempotent."""
+        with self._attach_lock:
+            self._closed = True
+        self._detach_all()
+
+    async def aclose(self) -> None:
+        """:meth:`close` in a worker thread, so the event loop keeps running."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _Marker:
+    """Queued behind the records a :meth:`QueueSink.flush` waits for."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class QueueSink(SinkBase):
+    """A sink whose I/O runs on one worker thread, fed by a bounded in-memory queue.
+
+    :meth:`receive` only appends to the queue (never blocks, never raises); when
+    ``max_queue`` records wait, new ones are dropped and counted. The worker hands records
+    to :meth:`write_batch` in batches of at most ``batch_size``, every ``flush_interval``
+    seconds and at once when a session closes. A batch whose ``write_batch`` raises is
+    counted in :attr:`dropped` and logged (rate-limited). :meth:`close` delivers what is
+    queued, then calls :meth:`close_resources`; it also runs at interpreter exit.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_queue: int = 1_000_000,
+        batch_size: int = 10_000,
+        flush_interval: float = 0.2,
+        name: str = "callmeter-sink",
+    ) -> None:
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
+            raise InvalidArgumentError(f"max_queue must be a positive int, got {max_queue!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+        if (
+            isinstance(flush_interval, bool)
+            or not isinstance(flush_interval, int | float)
+            or not 0 < flush_interval < float("inf")
+        ):
+            raise InvalidArgumentError(
+                f"flush_interval must be a positive number of seconds, got {flush_interval!r}"
+            )
+        super().__init__()
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.flush_interval = float(flush_interval)
+        self._queue: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # subclass API ----------------------------------------------------------------------
+
+    def write_batch(self, records: list[Record]) -> None:
+        """Deliver ``records`` (on the worker thread). Raise to have them counted as dropped."""
+        raise NotImplementedError
+
+    def close_resources(self) -> None:
+        """Release files, connections... (on the closing thread, after the last batch)."""
+
+    # receiving -------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Records waiting in the queue."""
+        return len(self._queue)
+
+    def receive(self, record: Record) -> None:
+        """Queue one record; drop and count it when the sink is closed or the queue full."""
+        if self._stop:
+            self._drop(1, "the sink is closed")
+            return
+        queue = self._queue
+        if len(queue) >= self.max_queue:
+            self._drop(1, f"the queue is full ({self.max_queue} records)")
+            return
+        queue.append(record)
+        if record.__class__ is CloseEvent:
+            self._wake.set()
+
+    # the worker ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            self._drain(queue)
+            if self._stop and not queue:
+                return
+
+    def _drain(self, queue: deque[Any]) -> None:
+        while queue:
+            batch: list[Record] = []
+            markers: list[_Marker] = []
+            while queue and len(batch) < self.batch_size:
+                item = queue.popleft()
+                if item.__class__ is _Marker:
+                    markers.append(item)
+                    if batch:
+                        break
+                else:
+                    batch.append(item)
+            if batch:
+                try:
+                    self.write_batch(batch)
+                except Exception as exc:
+                    self._drop(len(batch), f"writing failed: {type(exc).__name__}: {exc}")
+            for marker in markers:
+                marker.done.set()
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Block until every record received so far is delivered or dropped (call it off
+        the event loop). Returns False when ``timeout`` seconds passed first."""
+        if not self._thread.is_alive():
+            return not self._queue
+        marker = _Marker()
+        self._queue.append(marker)
+        self._wake.set()
+        return marker.done.wait(timeout)
+
+    def close(self) -> None:
+        """Detach every session, deliver what is queued, stop the worker, release
+        resources. Idempotent. Records received afterwards are counted as dropped."""
+        with self._attach_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._detach_all()
+        self._stop = True
+        self._wake.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        leftover = sum(1 for item in self._queue if item.__class__ is not _Marker)
+        self._queue.clear()
+        if leftover:  # the worker died: count what it never delivered
+            self._drop(leftover, "the writer thread stopped")
+        try:
+            self.close_resources()
+        except Exception:
+            logger.exception("callmeter: closing %r failed", self)
+        atexit.unregister(self.close)
