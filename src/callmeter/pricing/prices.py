@@ -312,13 +312,39 @@ def _find_line(text: str | None, table: tuple[str, ...], key: str | None) -> int
     return None
 
 
+MAX_PRICE_FILE_BYTES = 4 * 1024 * 1024
+"""Price files larger than this (4 MiB) are refused: a real one is a few kilobytes."""
+
+
 def load_price_file(path: str | os.PathLike[str]) -> dict[_Key, PriceEntry]:
-    """Read and validate a TOML price file. Raises :class:`PriceFileError`."""
+    """Read and validate a TOML price file. Raises :class:`PriceFileError`.
+
+    Only a regular file of at most :data:`MAX_PRICE_FILE_BYTES` is read, so a FIFO, a
+    device such as ``/dev/zero`` or a huge file fails at once instead of hanging.
+    """
+    import stat
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        st = os.stat(p)
+        if not stat.S_ISREG(st.st_mode):
+            raise PriceFileError(
+                "not a regular file (a price file is a TOML text file)", file=str(p)
+            )
+        if st.st_size > MAX_PRICE_FILE_BYTES:
+            raise PriceFileError(
+                f"{st.st_size} bytes is too large for a price file "
+                f"(at most {MAX_PRICE_FILE_BYTES})",
+                file=str(p),
+            )
+        with open(p, "rb") as f:
+            data = f.read(MAX_PRICE_FILE_BYTES + 1)
     except OSError as e:
         raise PriceFileError(f"cannot read price file: {e.strerror or e}", file=str(p)) from None
+    if len(data) > MAX_PRICE_FILE_BYTES:
+        raise PriceFileError(f"larger than {MAX_PRICE_FILE_BYTES} bytes", file=str(p))
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PriceFileError(f"not UTF-8 text (TOML files are UTF-8): {e}", file=str(p)) from None
     return _parse_toml(text, str(p))
@@ -334,7 +360,12 @@ def _parse_toml(text: str, file: str) -> dict[_Key, PriceEntry]:
         raise PriceFileError(
             f"not valid TOML: {e}", file=file, line=int(m.group(1)) if m else None
         ) from None
-    return _parse_entries(data, file, text)
+    except RecursionError:
+        raise PriceFileError("nested too deeply to be a price table", file=file) from None
+    try:
+        return _parse_entries(data, file, text)
+    except RecursionError:
+        raise PriceFileError("nested too deeply to be a price table", file=file) from None
 
 
 _bundled_lock = threading.Lock()
