@@ -329,7 +329,13 @@ class LiveKitHandle:
         try:
             handler(ev)
         except Exception:  # LiveKit would let a TypeError reach its caller: never raise
-            logger.debug("callmeter: skipped a LiveKit %r event %r", event, ev, exc_info=True)
+            # the type only: events carry transcripts
+            logger.debug(
+                "callmeter: skipped a LiveKit %r event (%s)",
+                event,
+                type(ev).__name__,
+                exc_info=True,
+            )
 
     def _current_speech(self) -> Any:
         try:
@@ -472,7 +478,7 @@ class LiveKitHandle:
         for call in getattr(ev, "function_calls", ()) or ():
             call_id, name = getattr(call, "call_id", None), getattr(call, "name", None)
             if not (isinstance(call_id, str) and isinstance(name, str) and name):
-                logger.debug("callmeter: skipped a malformed LiveKit function call %r", call)
+                logger.debug("callmeter: skipped a malformed LiveKit function call")
                 continue
             if call_id in self._done:
                 continue
@@ -514,8 +520,14 @@ class LiveKitHandle:
         if item.role != "assistant":
             return
         speech = self._current_speech()
-        turn = self._turn_for(speech.id) if speech is not None else None
-        if turn is None:
+        if speech is not None:
+            speech_id = speech.id
+        else:  # no speech playing (e.g. a custom output): the latest turn still unanswered
+            speech_id = next(
+                (sid for sid, t in reversed(self._turns.items()) if not t.report_seen), None
+            )
+        turn = self._turn_for(speech_id)
+        if turn is None or speech_id is None:
             return
         started = report.get("started_speaking_at")
         if started is not None:
@@ -527,10 +539,13 @@ class LiveKitHandle:
             turn.turn.agent_started_speaking(started_at)
         turn.report_seen = True
         if turn.handle is None:  # no speech handle to wait for: the report ends the turn
-            self._end_turn(speech.id, bool(item.interrupted))
+            self._end_turn(speech_id, bool(item.interrupted))
 
     def _close(self, ev: Any) -> None:
-        error = getattr(ev, "error", None)
+        try:
+            error = ev.error
+        except Exception:  # a close is a close, whatever else the event carries
+            error = None
         self._end_turns(interrupted=True)
         self.detach()
         self.session.close(type(error).__name__ if error is not None else None)
