@@ -80,8 +80,18 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
-def _metadata(model: Any) -> Metadata | None:
-    return Metadata(model_name=model) if isinstance(model, str) and model else None
+def _metadata(model: str | None, provider: str | None) -> Metadata | None:
+    if not model and not provider:
+        return None
+    return Metadata(model_name=model or None, model_provider=provider)
+
+
+def _provider(source: Any) -> str | None:
+    """``openai`` for ``pipecat.services.openai.llm.OpenAILLMService``, and so on."""
+    parts = type(source).__module__.split(".")
+    if len(parts) > 2 and parts[:2] == ["pipecat", "services"]:
+        return parts[2]
+    return None
 
 
 @dataclass
@@ -107,6 +117,7 @@ class _SpeechRequest:
 @dataclass
 class _Service:
     kind: str | None = None
+    provider: str | None = None
     llm: _LLMRequest | None = None
     tts: _SpeechRequest | None = None
     stt_ttfb: float = -1.0
@@ -322,6 +333,8 @@ class CallmeterObserver(BaseObserver):
             if len(self._services) >= _MAX_PENDING:
                 raise ValueError("too many Pipecat services")
             service = self._services[name] = _Service()
+        if source is not None and service.provider is None:
+            service.provider = _provider(source)
         if service.kind is None:
             if source is not None:
                 kind = next((k for cls, k in self._classes if isinstance(source, cls)), kind)
@@ -371,7 +384,8 @@ class CallmeterObserver(BaseObserver):
                 request.usage = _add_usage(request.usage, usage)
                 request.model = model or request.model
             else:  # no inference frames around it: one request per usage report
-                self._emit_llm(_LLMRequest(at, self._speech_id(), model, usage=usage), at)
+                request = _LLMRequest(at, self._speech_id(), model, usage=usage)
+                self._emit_llm(request, at, name, service.provider)
         elif isinstance(item, pm.TTSUsageMetricsData):
             characters = _count(item.value)
             service = self._service(name, "tts", source)
@@ -398,7 +412,7 @@ class CallmeterObserver(BaseObserver):
                     ttfb=ttfb,
                     streamed=True,
                     speech_id=self._speech_id(),
-                    metadata=_metadata(model),
+                    metadata=_metadata(model, service.provider),
                 )
             )
         elif isinstance(item, pm.TTFBMetricsData | pm.ProcessingMetricsData):
@@ -441,9 +455,11 @@ class CallmeterObserver(BaseObserver):
     def _finish_llm(self, name: str, service: _Service, at: float | None) -> None:
         request, service.llm = service.llm, None
         if request is not None:
-            self._emit_llm(request, at, label=name)
+            self._emit_llm(request, at, name, service.provider)
 
-    def _emit_llm(self, r: _LLMRequest, end: float | None, label: str = "") -> None:
+    def _emit_llm(
+        self, r: _LLMRequest, end: float | None, label: str, provider: str | None
+    ) -> None:
         if end is None:  # no end frame: the processing time is the best measure
             end = r.started_at + (r.processing or 0.0)
         duration = max(0.0, end - r.started_at)
@@ -460,7 +476,7 @@ class CallmeterObserver(BaseObserver):
                 tokens_per_second=completion / gen_time if gen_time > 0 else 0.0,
                 usage_reported=r.usage is not None,
                 speech_id=r.speech_id,
-                metadata=_metadata(r.model),
+                metadata=_metadata(r.model, provider),
                 **usage,
             )
         )
@@ -480,7 +496,7 @@ class CallmeterObserver(BaseObserver):
                 label=name,
                 streamed=True,
                 speech_id=r.speech_id,
-                metadata=_metadata(r.model),
+                metadata=_metadata(r.model, service.provider),
             )
         )
 
