@@ -443,3 +443,16 @@ def test_import_without_the_extra_says_how_to_install(monkeypatch):
 def test_observer_rejects_a_non_session():
     with pytest.raises(ValueError):
         CallmeterObserver(session="not a session")  # type: ignore[arg-type]
+
+
+def test_example_runs_offline():
+    import subprocess
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "pipecat_pipeline.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Total duration including tool calls" in done.stdout
+    assert "closed: True" in done.stdout and "(1 call)" in done.stdout
