@@ -351,6 +351,20 @@ async def test_initial_zero_metrics_and_unknown_kinds(obs):
     assert observer.session.closed
 
 
+async def test_service_class_gives_the_kind_and_provider(obs):
+    from pipecat.services.openai.tts import OpenAITTSService
+
+    observer, events = obs
+    tts = OpenAITTSService(api_key="sim")
+    # a TTFB without usage: only the service's class tells that it is a TTS request
+    ttfb = MetricsFrame(data=[TTFBMetricsData(processor=tts.name, model="tts-1", value=0.25)])
+    await feed(observer, pushed(ttfb, source=tts))
+    observer.close()
+    (m,) = events
+    assert isinstance(m, metrics.TTSMetrics) and m.ttfb == 0.25 and m.label == tts.name
+    assert m.metadata == metrics.Metadata(model_name="tts-1", model_provider="openai")
+
+
 async def test_malformed_and_unknown_frames_are_skipped(obs, caplog):
     observer, events = obs
 

@@ -430,10 +430,12 @@ class CallmeterObserver(BaseObserver):
         """A TTFB or processing time, for the request of ``service`` it belongs to."""
         value = float(item.value)
         is_ttfb = isinstance(item, pm.TTFBMetricsData)
+        model = item.model if isinstance(item.model, str) else None
         if service.kind == "llm":
             request = service.llm
             if request is None:
                 return  # outside an inference: nothing to attach it to
+            request.model = request.model or model
             if is_ttfb and request.ttft < 0:
                 request.ttft = value
             elif not is_ttfb:
@@ -445,6 +447,7 @@ class CallmeterObserver(BaseObserver):
                 tts = service.tts = _SpeechRequest(
                     started_at=at - value if is_ttfb else at, speech_id=self._speech_id()
                 )
+            tts.model = tts.model or model
             if is_ttfb:
                 tts.ttfb = value
             else:
