@@ -54,13 +54,6 @@ __all__ = ["LiveKitHandle", "attach", "convert_metrics"]
 
 logger = logging.getLogger("callmeter.integrations.livekit")
 
-_EVENTS = (
-    "metrics_collected",
-    "tool_execution_updated",
-    "function_tools_executed",
-    "conversation_item_added",
-    "close",
-)
 _MAX_TRACKED = 4096  # tool calls and turns remembered per session (bounded memory)
 _MAX_OPEN_TURNS = 64
 
@@ -277,8 +270,8 @@ class LiveKitHandle:
         self._attached = False
         self._tools: OrderedDict[str, tuple[str, float, str | None]] = OrderedDict()
         """call_id -> (tool name, started_at, speech_id) of calls started, not yet ended"""
-        self._ended: OrderedDict[str, float | None] = OrderedDict()
-        """call_id -> end time of calls ended without a start seen (None once emitted)"""
+        self._ended: OrderedDict[str, float] = OrderedDict()
+        """call_id -> end time of calls that ended without their start seen"""
         self._done: OrderedDict[str, None] = OrderedDict()
         """call_ids already emitted as ToolMetrics"""
         self._turns: OrderedDict[str, _OpenTurn] = OrderedDict()
@@ -306,15 +299,15 @@ class LiveKitHandle:
         self._attached = True
 
     def detach(self) -> None:
-        """Remove every subscription. Turns still open end (marked interrupted) first.
-        A second call does nothing."""
+        """Remove every subscription. Turns still open end first (marked interrupted when
+        the agent had not spoken yet). A second call does nothing."""
         if not self._attached:
             return
         self._attached = False
         for event, handler in self._handlers.items():
             with contextlib.suppress(Exception):
                 self.lk_session.off(event, handler)
-        self._end_turns(interrupted=True)
+        self._end_turns()
 
     async def aclose(self) -> None:
         """:meth:`detach`, then wait for the session's async handlers already scheduled."""
@@ -351,8 +344,7 @@ class LiveKitHandle:
         turn = self._turns.get(speech_id)
         if turn is None:
             while len(self._turns) >= _MAX_OPEN_TURNS:
-                _, oldest = self._turns.popitem(last=False)
-                oldest.end(interrupted=True)
+                self._end_turn(next(iter(self._turns)), interrupted=True)
             turn = self._turns[speech_id] = _OpenTurn(self.session, speech_id)
             if self._user_stopped_at is not None:
                 turn.turn.user_stopped_speaking(self._user_stopped_at)
@@ -378,9 +370,9 @@ class LiveKitHandle:
                 turn.handle.remove_done_callback(self._on_speech_done)
         turn.end(interrupted)
 
-    def _end_turns(self, interrupted: bool) -> None:
-        for speech_id in list(self._turns):
-            self._end_turn(speech_id, interrupted)
+    def _end_turns(self) -> None:
+        for speech_id, turn in list(self._turns.items()):
+            self._end_turn(speech_id, interrupted=not turn.report_seen)
 
     def _emit(self, metric: Any) -> None:
         self._turn_for(getattr(metric, "speech_id", None))
@@ -546,7 +538,7 @@ class LiveKitHandle:
             error = ev.error
         except Exception:  # a close is a close, whatever else the event carries
             error = None
-        self._end_turns(interrupted=True)
+        self._end_turns()
         self.detach()
         self.session.close(type(error).__name__ if error is not None else None)
 
