@@ -190,6 +190,7 @@ class CallmeterObserver(BaseObserver):
         self._tools: OrderedDict[str, tuple[str, float, str | None]] = OrderedDict()
         self._tools_done: OrderedDict[str, None] = OrderedDict()
         self._turn: _OpenTurn | None = None
+        self._bot_speaking = False
 
     # Pipecat hooks ---------------------------------------------------------------------
 
@@ -221,14 +222,16 @@ class CallmeterObserver(BaseObserver):
         Frames after this are ignored. A second call does nothing."""
         if self._closed:
             return
-        for name, service in self._services.items():
-            self._finish_llm(name, service, None)
-            self._finish_tts(name, service)
-        for call_id in list(self._tools):
-            self._end_tool(call_id, time.time(), "cancelled")
-        self._end_turn()
-        self._closed = True
-        self.session.close()
+        try:
+            for name, service in self._services.items():
+                self._finish_llm(name, service, None)
+                self._finish_tts(name, service)
+            for call_id in list(self._tools):
+                self._end_tool(call_id, time.time(), "cancelled")
+            self._end_turn()
+        finally:
+            self._closed = True
+            self.session.close()
 
     # frames ----------------------------------------------------------------------------
 
@@ -279,7 +282,8 @@ class CallmeterObserver(BaseObserver):
             | pf.FunctionCallCancelFrame
             | pf.UserStartedSpeakingFrame
             | pf.UserStoppedSpeakingFrame
-            | pf.BotStartedSpeakingFrame,
+            | pf.BotStartedSpeakingFrame
+            | pf.BotStoppedSpeakingFrame,
         ) or not self._first_time(frame):
             return
         if not self.session.started:
@@ -306,10 +310,16 @@ class CallmeterObserver(BaseObserver):
             self._end_turn()
             self._turn = _OpenTurn(self.session, at)
         elif isinstance(frame, pf.UserStartedSpeakingFrame):
+            if self._bot_speaking and self._turn is not None:
+                self._turn.turn.interrupt()  # the user barged in
             self._end_turn()
-        elif isinstance(frame, pf.BotStartedSpeakingFrame) and self._turn is not None:
-            self._turn.turn.agent_started_speaking(at)
-            self._turn.agent_started = True
+        elif isinstance(frame, pf.BotStartedSpeakingFrame):
+            self._bot_speaking = True
+            if self._turn is not None:
+                self._turn.turn.agent_started_speaking(at)
+                self._turn.agent_started = True
+        elif isinstance(frame, pf.BotStoppedSpeakingFrame):
+            self._bot_speaking = False
 
     def _source_name(self, data: FramePushed) -> str:
         name = getattr(data.source, "name", None)
