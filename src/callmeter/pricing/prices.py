@@ -227,9 +227,9 @@ def entry_rate_lines(e: PriceEntry) -> list[tuple[str, str]]:
         if getattr(e, name) is not None
     ]
     if e.min_seconds is not None:
-        lines.append((f"{e.min_seconds} s", "minimum billed per request (call, for kind call)"))
+        lines.append((f"{e.min_seconds} s", "minimum billed duration per request (or call)"))
     if e.increment_seconds is not None:
-        lines.append((f"{e.increment_seconds} s", "billed duration rounded up to a multiple of"))
+        lines.append((f"{e.increment_seconds} s", "billing increment (duration rounded up)"))
     return lines
 
 
