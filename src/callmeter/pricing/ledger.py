@@ -311,6 +311,11 @@ class Ledger:
         self.dropped.merge(part)
         self.dropped_turns += 1
 
+    def model_totals(self) -> dict[ModelKey, list[Any]]:
+        """The call's per-model vectors, every queued event added up."""
+        self.fold_all()
+        return self.totals
+
     def fold_all(self) -> None:
         """Add up every queued event."""
         for part in (self.unattributed, *self.turns.values()):

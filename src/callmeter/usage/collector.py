@@ -155,7 +155,7 @@ class UsageCollector:
         self._flush()
         s = UsageSummary()
         summary_keys: dict[tuple[str, str | None, str | None], str] = {}
-        totals = self._ledger.totals
+        totals = self._ledger.model_totals()
         for model_key, mu in self._models.items():
             mu = usage_from_ledger(mu, totals.get(model_key))
             kind = mu.kind
