@@ -31,7 +31,6 @@ from .ledger import (
     DEFAULT_MAX_TURNS,
     LARGE_REQUEST_TOKENS,
     MASKS,
-    N_MASKS,
     Q_AUDIO,
     Q_CHARS,
     Q_INPUT,
@@ -328,14 +327,14 @@ class _Coverage:
     def __init__(self) -> None:
         self._memo: dict[tuple[ModelKey, int], bool] = {}
 
-    def unbilled(self, key: ModelKey, price: ResolvedPrice, counts: list[int] | None) -> int:
+    def unbilled(self, key: ModelKey, price: ResolvedPrice, counts: dict[int, int] | None) -> int:
         """Requests in ``counts`` (per quantity mask) that carry nothing ``price`` bills."""
         if not counts:
             return 0
         n = 0
-        for mask in range(1, N_MASKS):  # mask 0: a request that reported no quantity at all
-            if counts[mask] and not self._billed(key, price, mask):
-                n += counts[mask]
+        for mask, count in counts.items():  # mask 0: a request that reported no quantity
+            if mask and count and not self._billed(key, price, mask):
+                n += count
         return n
 
     def _billed(self, key: ModelKey, price: ResolvedPrice, mask: int) -> bool:
@@ -352,7 +351,7 @@ class _Coverage:
         return hit
 
 
-def split_unknown(key: ModelKey, price: ResolvedPrice, counts: list[int] | None) -> int:
+def split_unknown(key: ModelKey, price: ResolvedPrice, counts: dict[int, int] | None) -> int:
     """STT requests that report input tokens but no input audio tokens, for a price whose
     audio token rate is higher than its text rate (the split matters, and is unknown)."""
     if not counts or key[0] != "stt":
@@ -360,11 +359,7 @@ def split_unknown(key: ModelKey, price: ResolvedPrice, counts: list[int] | None)
     e = price.rates
     if e is None or e.input_audio_mtok is None or e.input_audio_mtok <= (e.input_mtok or 0):
         return 0
-    return sum(
-        counts[mask]
-        for mask in range(N_MASKS)
-        if mask & Q_INPUT and not mask & Q_INPUT_AUDIO and counts[mask]
-    )
+    return sum(n for mask, n in counts.items() if mask & Q_INPUT and not mask & Q_INPUT_AUDIO)
 
 
 def _label(key: ModelKey) -> str:
@@ -440,6 +435,18 @@ def price_ledger(ledger: Ledger, prices: Prices, call_charges: Iterable[str] = (
     applied is listed in ``unpriced`` and makes the total a lower bound, as does a priced
     model with speech requests that carry none of the quantities its price bills."""
     ledger.fold_all()
+    charges = list(prices.call_charges)
+    charges.extend(c for c in call_charges if c not in charges)
+    cache_key = (ledger.version, id(prices), tuple(charges))
+    hit = ledger.report_cache
+    if hit is not None and hit[0] == cache_key:
+        return hit[1]  # type: ignore[no-any-return]
+    report = _price_ledger(ledger, prices, charges)
+    ledger.report_cache = (cache_key, report)
+    return report
+
+
+def _price_ledger(ledger: Ledger, prices: Prices, charges: list[str]) -> CostReport:
     pricer = _Pricer(prices)
     report = CostReport(dropped_turns=ledger.dropped_turns)
     parts: list[tuple[str | None, Part, dict[ModelKey, _PartCost]]] = [
@@ -524,8 +531,6 @@ def price_ledger(ledger: Ledger, prices: Prices, call_charges: Iterable[str] = (
             report.partial_turns.append(sid)  # type: ignore[arg-type]
     report.unattributed = part_total(unattributed[2])[0]
     report.dropped_turns_cost = part_total(dropped[2])[0]
-    charges = list(prices.call_charges)
-    charges.extend(c for c in call_charges if c not in charges)
     for name in charges:
         cost = _call_charge(prices, name, ledger.call_duration, report)
         if cost is not None:

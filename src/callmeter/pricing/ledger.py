@@ -21,6 +21,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import add
 from typing import Any
 
 from ..model.events import CloseEvent
@@ -122,7 +123,7 @@ UNREPORTED = 10
 AUDIO_SECONDS = 11
 """Audio seconds as reported (float sum), before billing rules."""
 MASKS = 12
-"""Speech requests per quantity mask (list of 32 counts), or None."""
+"""Speech requests per quantity mask (``{mask: count}``), or None."""
 _VLEN = 13
 
 
@@ -197,10 +198,7 @@ class Part:
         for key, v in other.vectors.items():
             mine = self.vectors.get(key)
             if mine is None:
-                self.vectors[key] = list(v)
-                if v[MASKS] is not None:
-                    self.vectors[key][MASKS] = list(v[MASKS])
-                continue
+                self.vectors[key] = mine = _vector()
             _add_vector(mine, v)
         for key, lst in other.large.items():
             for a in lst:
@@ -211,15 +209,15 @@ class Part:
 
 
 def _add_vector(into: list[Any], v: list[Any]) -> None:
-    for i in range(MASKS):
-        into[i] += v[i]
-    if v[MASKS] is not None:
-        if into[MASKS] is None:
-            into[MASKS] = list(v[MASKS])
+    m = v[MASKS]
+    into[:MASKS] = map(add, into[:MASKS], v[:MASKS])
+    if m is not None:
+        im = into[MASKS]
+        if im is None:
+            into[MASKS] = dict(m)
         else:
-            masks = into[MASKS]
-            for i, n in enumerate(v[MASKS]):
-                masks[i] += n
+            for mask, n in m.items():
+                im[mask] = im.get(mask, 0) + n
 
 
 def _keep_large(part: Part, key: ModelKey, a: Amounts) -> None:
@@ -250,6 +248,7 @@ class Ledger:
         "dropped",
         "dropped_events",
         "dropped_turns",
+        "report_cache",
         "totals",
         "turns",
         "unattributed",
@@ -276,6 +275,8 @@ class Ledger:
         """The call's duration in seconds, from a ``close`` event or set by the caller."""
         self.version = 0
         """Bumped whenever quantities change (pricing caches on it)."""
+        self.report_cache: Any = None
+        """Pricing's cache of the last report, keyed on :attr:`version`."""
 
     def add_batch(self, events: Iterable[Any]) -> None:
         """Queue events on their parts, in order: a dict lookup and an append each."""
@@ -307,8 +308,15 @@ class Ledger:
 
     def _drop_oldest(self) -> None:
         _, part = self.turns.popitem(last=False)
-        self.fold(part)
-        self.dropped.merge(part)
+        dropped = self.dropped
+        if part.vectors:  # folded before: its vectors are already in the totals
+            dropped.merge(part)
+        # the rest is queued on the dropped part and added up with it, in batches
+        pending = dropped.pending
+        pending.extend(part.pending)
+        if len(pending) >= MAX_PENDING:
+            self.fold(dropped)
+        dropped.cost = None
         self.dropped_turns += 1
 
     def model_totals(self) -> dict[ModelKey, list[Any]]:
@@ -318,7 +326,7 @@ class Ledger:
 
     def fold_all(self) -> None:
         """Add up every queued event."""
-        for part in (self.unattributed, *self.turns.values()):
+        for part in (self.unattributed, self.dropped, *self.turns.values()):
             if part.pending:
                 self.fold(part)
 
@@ -348,14 +356,15 @@ class Ledger:
                         _add_vector(d, v)
         vectors, totals = part.vectors, self.totals
         for key, d in delta.items():
-            v = vectors.get(key)
-            if v is None:
-                vectors[key] = v = _vector()
-            _add_vector(v, d)
             t = totals.get(key)
             if t is None:
                 totals[key] = t = _vector()
             _add_vector(t, d)
+            v = vectors.get(key)
+            if v is None:
+                vectors[key] = d  # a fresh vector, now the part's
+            else:
+                _add_vector(v, d)
         part.cost = None
         self.version += 1
 
@@ -423,8 +432,9 @@ class Ledger:
                     v[5] += m.input_audio_tokens
                 masks = v[MASKS]
                 if masks is None:
-                    masks = v[MASKS] = [0] * N_MASKS
-                masks[speech_mask(m)] += 1
+                    masks = v[MASKS] = {}
+                mask = speech_mask(m)
+                masks[mask] = masks.get(mask, 0) + 1
             else:  # realtime
                 i, o = m.input_token_details, m.output_token_details
                 cd = i.cached_tokens_details
