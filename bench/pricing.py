@@ -1,7 +1,8 @@
 """Cost of pricing on the hot path and at summary time.
 
 Baseline: the same collector with pricing disabled (``prices=False``), in the same run;
-pricing off and on alternate, 7 rounds each, and medians are reported.
+pricing off and on alternate, 7 rounds each, medians of CPU time (process_time, which
+is steadier than wall time on a shared machine) are reported.
 Run: ``.venv/bin/python bench/pricing.py``
 """
 
@@ -68,7 +69,7 @@ def collect_ns(prices: object, evs: list) -> float:
             c.collect(m)
         c._flush()  # the last batch's arithmetic too
 
-    return repeat(run, number=1, repeat=1)[0] / len(evs) * 1e9
+    return repeat(run, timer=time.process_time, number=1, repeat=1)[0] / len(evs) * 1e9
 
 
 def reference_ns(evs: list) -> float:
@@ -82,7 +83,7 @@ def reference_ns(evs: list) -> float:
             total += m.duration
             out.append(m.speech_id)
 
-    return repeat(run, number=1, repeat=1)[0] / len(evs) * 1e9
+    return repeat(run, timer=time.process_time, number=1, repeat=1)[0] / len(evs) * 1e9
 
 
 def interleaved(prices: object, evs: list) -> tuple[float, float, float]:
