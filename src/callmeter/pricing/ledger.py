@@ -140,21 +140,6 @@ Q_CHARS = 16
 N_MASKS = 32
 
 
-def speech_mask(m: STTMetrics | TTSMetrics) -> int:
-    """The ``Q_*`` bits of the billable quantities a speech request carries."""
-    mask = Q_AUDIO if m.audio_duration else 0
-    if m.input_tokens:
-        mask |= Q_INPUT
-    if m.output_tokens:
-        mask |= Q_OUTPUT
-    if m.__class__ is TTSMetrics:
-        if m.characters_count:
-            mask |= Q_CHARS
-    elif m.input_audio_tokens:
-        mask |= Q_INPUT_AUDIO
-    return mask
-
-
 def apply_rule(us: int, rule: tuple[int, int] | None) -> int:
     """Billed microseconds of one request of ``us`` microseconds under ``rule``
     (``(minimum, increment)`` microseconds); nothing reported bills nothing."""
@@ -384,6 +369,7 @@ class Ledger:
 
     def _sum(self, part: Part, events: list[Any]) -> dict[ModelKey, list[Any]]:
         delta: dict[ModelKey, list[Any]] = {}
+        rules: dict[ModelKey, tuple[int, int] | None] = {}
         large: list[tuple[ModelKey, Amounts]] = []
         for m in events:
             t = m.__class__
@@ -393,47 +379,68 @@ class Ledger:
             v = delta.get(key)
             if v is None:
                 v = delta[key] = _vector()
+                rules[key] = self._rule(key) if t is STTMetrics or t is TTSMetrics else None
             if t is LLMMetrics:
                 if not m.usage_reported:
                     v[UNREPORTED] += 1
                     continue
-                a = (
-                    m.prompt_tokens,
-                    m.prompt_cached_tokens,
-                    m.cache_creation_tokens,
-                    m.completion_tokens,
-                    m.input_audio_tokens,
-                    m.output_audio_tokens,
-                )
+                prompt = m.prompt_tokens
                 v[0] += 1
-                v[1] += a[0]
-                v[2] += a[1]
-                v[3] += a[2]
-                v[4] += a[3]
-                v[5] += a[4]
-                v[6] += a[5]
-                if a[0] >= LARGE_REQUEST_TOKENS:
-                    large.append((key, Amounts(1, *a)))
+                v[1] += prompt
+                v[2] += m.prompt_cached_tokens
+                v[4] += m.completion_tokens
+                if m.cache_creation_tokens or m.input_audio_tokens or m.output_audio_tokens:
+                    v[3] += m.cache_creation_tokens
+                    v[5] += m.input_audio_tokens
+                    v[6] += m.output_audio_tokens
+                if prompt >= LARGE_REQUEST_TOKENS:
+                    large.append(
+                        (
+                            key,
+                            Amounts(
+                                1,
+                                prompt,
+                                m.prompt_cached_tokens,
+                                m.cache_creation_tokens,
+                                m.completion_tokens,
+                                m.input_audio_tokens,
+                                m.output_audio_tokens,
+                            ),
+                        )
+                    )
             elif t is STTMetrics or t is TTSMetrics:
                 audio = m.audio_duration
                 us = round(audio * 1_000_000)  # NaN and inf raise here
                 if us < 0:
                     raise ValueError(f"audio_duration must be a non-negative number, got {audio}")
-                rule = self._rule(key)
+                rule = rules[key]
                 v[0] += 1
-                v[1] += m.input_tokens
-                v[4] += m.output_tokens
                 v[8] += us if rule is None else apply_rule(us, rule)
                 v[AUDIO_SECONDS] += audio
+                mask = Q_AUDIO if us else 0
+                n = m.input_tokens
+                if n:
+                    v[1] += n
+                    mask |= Q_INPUT
+                n = m.output_tokens
+                if n:
+                    v[4] += n
+                    mask |= Q_OUTPUT
+                    if t is TTSMetrics:
+                        v[6] += n  # a TTS model's output tokens are audio tokens
                 if t is TTSMetrics:
-                    v[6] += m.output_tokens  # a TTS model's output tokens are audio tokens
-                    v[9] += m.characters_count
+                    n = m.characters_count
+                    if n:
+                        v[9] += n
+                        mask |= Q_CHARS
                 else:
-                    v[5] += m.input_audio_tokens
+                    n = m.input_audio_tokens
+                    if n:
+                        v[5] += n
+                        mask |= Q_INPUT_AUDIO
                 masks = v[MASKS]
                 if masks is None:
                     masks = v[MASKS] = {}
-                mask = speech_mask(m)
                 masks[mask] = masks.get(mask, 0) + 1
             else:  # realtime
                 i, o = m.input_token_details, m.output_token_details
