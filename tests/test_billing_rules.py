@@ -4,6 +4,7 @@ call-level charges, plans, name normalisation, and a call total that is the sum 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import threading
@@ -308,9 +309,10 @@ def test_call_total_is_the_sum_of_turns_unattributed_and_dropped_turns():
     assert set(s.cost_by_kind) == {"stt", "llm", "tts", "call"}
     assert s.cost_complete and s.unpriced == []
     assert_parts_add_up(s)
-    d = s.to_dict()
+    d = json.loads(json.dumps(s.to_dict()))
     assert Decimal(d["cost"]) == s.cost
     assert Decimal(d["cost_dropped_turns"]) == s.cost_dropped_turns
+    assert {k: Decimal(v) for k, v in d["cost_by_kind"].items()} == s.cost_by_kind
 
 
 def test_malformed_speech_event_is_left_out_and_the_rest_priced(caplog):
