@@ -126,6 +126,40 @@ def main() -> None:
         f"{cold * 1e3:.1f} ms, later calls {best * 1e3:.2f} ms "
         f"(pricing off: {best_off * 1e3:.2f} ms)"
     )
+    handler_sums(prices)
+
+
+def handler_sums(prices: Prices) -> None:
+    """What the collector's own usage sums cost now that the ledger holds the quantities:
+    the same collect() with the LLM/STT/TTS batch handlers reduced to the interval union
+    (an upper bound of the saving, since requests, duration and errors would move into
+    the ledger)."""
+    from callmeter.metrics import LLMMetrics as L
+    from callmeter.metrics import STTMetrics as S
+    from callmeter.metrics import TTSMetrics as T
+
+    def run_ns(evs: list, stub: bool) -> float:
+        def run() -> None:
+            c = UsageCollector(keep_metrics=False, prices=prices)
+            if stub:
+                for cls in (L, S, T):
+                    c._batch_handlers[cls] = c._add_intervals
+            for m in evs:
+                c.collect(m)
+            c._flush()
+
+        return repeat(run, timer=time.process_time, number=1, repeat=1)[0] / len(evs) * 1e9
+
+    for label, evs in (("with speech_id", events()), ("no speech_id", events(False))):
+        full, stub = [], []
+        for _ in range(ROUNDS):
+            full.append(run_ns(evs, False))
+            stub.append(run_ns(evs, True))
+        f, st = statistics.median(full), statistics.median(stub)
+        print(
+            f"collect() {label}: collector as is (baseline) {f:.0f} ns/event, without its "
+            f"usage sums {st:.0f} ns/event ({st / f:.2f}x)"
+        )
 
 
 if __name__ == "__main__":
