@@ -467,3 +467,41 @@ def test_cli_prices_bad_kind_and_no_model():
     assert r.exit_code == 2 and "--kind must be one of" in r.output
     r = runner.invoke(app, ["prices"])
     assert r.exit_code == 2 and "MODEL" in r.output
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        (
+            "[acme.v]\nmchars = 10\nplans.scale = { per_char = 1 }\n",
+            "acme.v.plans.scale.per_char",
+            "unknown rate",
+        ),
+        (
+            "[acme.v]\nmchars = 10\nplans.scale = { mchars = -1 }\n",
+            "acme.v.plans.scale.mchars",
+            "non-negative",
+        ),
+        ("[acme.v]\nmchars = 10\nplans = 3\n", "acme.v.plans", "table of plans"),
+        (
+            "[acme.v]\nmchars = 10\nplans.scale = { mchars = { x = 1 } }\n",
+            "acme.v.plans.scale.mchars",
+            "non-negative",
+        ),
+        ("[callmeter]\nplans = { cartesia = 3 }\n", "callmeter.plans", "plan name"),
+        ('[callmeter]\ncall_charges = "twilio/voice-inbound"\n', "callmeter.call_charges", "list"),
+        ("callmeter = 1\n", "callmeter", "must be a table"),
+    ],
+)
+def test_malformed_plans_and_settings_name_the_field(tmp_path, text, field, words):
+    f = tmp_path / "p.toml"
+    f.write_text(text)
+    with pytest.raises(PriceFileError) as ei:
+        Prices(f, env=False)
+    assert ei.value.field == field and words in str(ei.value)
+
+
+@pytest.mark.parametrize("bad", [["cartesia"], {"cartesia": 3}, "scale"])
+def test_bad_plans_argument_raises(bad):
+    with pytest.raises(InvalidArgumentError, match="plans"):
+        Prices(env=False, plans=bad)
