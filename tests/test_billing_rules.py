@@ -512,9 +512,8 @@ def test_a_collector_subscribed_to_close_gets_the_call_duration():
     session = AgentSession(prices=prices())
     session.on("metrics_collected", lambda ev: usage.collect(ev.metrics))
     session.on("close", usage.collect)
-    with session:
-        with session.tts_request(model="aura-2-thalia-en", provider="Deepgram") as req:
-            req.set_usage(characters_count=1_000)
+    with session, session.tts_request(model="aura-2-thalia-en", provider="Deepgram") as req:
+        req.set_usage(characters_count=1_000)
     s = usage.get_summary()
     assert s.call_duration == session.duration
     assert s.cost_by_kind == {"tts": Decimal("0.03"), "call": Decimal("0.0085")}
