@@ -773,13 +773,22 @@ def _norm_provider(provider: str) -> str:
     return names.provider(provider) if names is not None else provider
 
 
+_names_broken = False
+
+
 def _bundled_names() -> Any:
+    global _names_broken
     from .names import bundled_names
 
+    if _names_broken:
+        return None
     try:
         return bundled_names()
     except Exception:  # a broken install must not break measurement
-        log.exception("callmeter: the bundled model-name table cannot be read")
+        _names_broken = True
+        log.exception(
+            "callmeter: the bundled model-name table cannot be read; names are used as reported"
+        )
         return None
 
 
