@@ -518,3 +518,20 @@ def test_a_collector_subscribed_to_close_gets_the_call_duration():
     assert s.call_duration == session.duration
     assert s.cost_by_kind == {"tts": Decimal("0.03"), "call": Decimal("0.0085")}
     assert s.cost_complete
+
+
+def test_docs_list_every_bundled_entry_with_its_source_and_date():
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "cost.md").read_text()
+    raw = tomllib.loads(
+        resources.files("callmeter.pricing").joinpath("data", "speech.toml").read_text()
+    )
+    for provider, models in raw.items():
+        for model, e in models.items():
+            row = next(
+                (line for line in doc.splitlines() if line.startswith(f"| `{provider}/{model}`")),
+                None,
+            )
+            assert row is not None, f"{provider}/{model} missing from docs/cost.md"
+            assert e["source"] in row and str(e["checked"]) in row, row
