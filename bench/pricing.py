@@ -1,11 +1,14 @@
 """Cost of pricing on the hot path and at summary time.
 
-Baseline: the same collector with pricing disabled (``prices=False``), in the same run.
+Baseline: the same collector with pricing disabled (``prices=False``), in the same run;
+pricing off and on alternate, 7 rounds each, medians of CPU time (process_time, which
+is steadier than wall time on a shared machine) are reported.
 Run: ``.venv/bin/python bench/pricing.py``
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from timeit import repeat
 
@@ -56,13 +59,41 @@ def events(with_turns: bool = True) -> list:
     return out
 
 
+ROUNDS = 7
+
+
 def collect_ns(prices: object, evs: list) -> float:
     def run() -> None:
         c = UsageCollector(keep_metrics=False, prices=prices)
         for m in evs:
             c.collect(m)
+        c._flush()  # the last batch's arithmetic too
 
-    return min(repeat(run, number=1, repeat=5)) / len(evs) * 1e9
+    return repeat(run, timer=time.process_time, number=1, repeat=1)[0] / len(evs) * 1e9
+
+
+def reference_ns(evs: list) -> float:
+    """A fixed per-event floor (read two fields, add, append), to compare runs made at
+    different machine load: figures divided by it are comparable across runs."""
+
+    def run() -> None:
+        out = []
+        total = 0.0
+        for m in evs:
+            total += m.duration
+            out.append(m.speech_id)
+
+    return repeat(run, timer=time.process_time, number=1, repeat=1)[0] / len(evs) * 1e9
+
+
+def interleaved(prices: object, evs: list) -> tuple[float, float, float]:
+    """Median ns/event with pricing off and on and of the reference, alternating rounds."""
+    off, on, ref = [], [], []
+    for _ in range(ROUNDS):
+        ref.append(reference_ns(evs))
+        off.append(collect_ns(False, evs))
+        on.append(collect_ns(prices, evs))
+    return statistics.median(off), statistics.median(on), statistics.median(ref)
 
 
 def main() -> None:
@@ -72,11 +103,11 @@ def main() -> None:
     prices.preload()
     print(f"first price lookup (imports genai-prices): {(time.perf_counter() - t) * 1e3:.0f} ms")
     for label, evs_ in (("with speech_id", evs), ("no speech_id", events(False))):
-        base = collect_ns(False, evs_)
-        priced = collect_ns(prices, evs_)
+        base, priced, ref = interleaved(prices, evs_)
         print(
             f"collect() {label}: pricing off (baseline) {base:.0f} ns/event, pricing on "
-            f"{priced:.0f} ns/event ({priced / base:.2f}x, +{priced - base:.0f} ns)"
+            f"{priced:.0f} ns/event ({priced / base:.2f}x, +{priced - base:.0f} ns); "
+            f"reference loop {ref:.0f} ns/event: off {base / ref:.1f}x, on {priced / ref:.1f}x"
         )
     c = UsageCollector(keep_metrics=False, prices=prices)
     for m in evs:
@@ -84,17 +115,51 @@ def main() -> None:
     t = time.perf_counter()
     c.get_summary()
     cold = time.perf_counter() - t
-    best = min(repeat(c.get_summary, number=1, repeat=5))
+    best = statistics.median(repeat(c.get_summary, number=1, repeat=ROUNDS))
     off = UsageCollector(keep_metrics=False, prices=False)
     for m in evs:
         off.collect(m)
-    best_off = min(repeat(off.get_summary, number=1, repeat=5))
+    best_off = statistics.median(repeat(off.get_summary, number=1, repeat=ROUNDS))
     turns = len(c.get_summary().cost_by_turn)
     print(
         f"get_summary() with cost, {len(evs)} events, {turns} turns kept: first call "
         f"{cold * 1e3:.1f} ms, later calls {best * 1e3:.2f} ms "
         f"(pricing off: {best_off * 1e3:.2f} ms)"
     )
+    handler_sums(prices)
+
+
+def handler_sums(prices: Prices) -> None:
+    """What the collector's own usage sums cost now that the ledger holds the quantities:
+    the same collect() with the LLM/STT/TTS batch handlers reduced to the interval union
+    (an upper bound of the saving, since requests, duration and errors would move into
+    the ledger)."""
+    from callmeter.metrics import LLMMetrics as L
+    from callmeter.metrics import STTMetrics as S
+    from callmeter.metrics import TTSMetrics as T
+
+    def run_ns(evs: list, stub: bool) -> float:
+        def run() -> None:
+            c = UsageCollector(keep_metrics=False, prices=prices)
+            if stub:
+                for cls in (L, S, T):
+                    c._batch_handlers[cls] = c._add_intervals
+            for m in evs:
+                c.collect(m)
+            c._flush()
+
+        return repeat(run, timer=time.process_time, number=1, repeat=1)[0] / len(evs) * 1e9
+
+    for label, evs in (("with speech_id", events()), ("no speech_id", events(False))):
+        full, stub = [], []
+        for _ in range(ROUNDS):
+            full.append(run_ns(evs, False))
+            stub.append(run_ns(evs, True))
+        f, st = statistics.median(full), statistics.median(stub)
+        print(
+            f"collect() {label}: collector as is (baseline) {f:.0f} ns/event, without its "
+            f"usage sums {st:.0f} ns/event ({st / f:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ def test_bundled_speech_table_is_complete_and_shipped():
     for provider, models in raw.items():
         for model, e in models.items():
             where = f"{provider}/{model}"
-            assert e["kind"] in ("stt", "tts"), where
+            assert e["kind"] in ("stt", "tts", "call"), where
             assert e["source"].startswith("https://"), where
             assert isinstance(e["checked"], dt.date), where
             assert any(k in e for k in RATE_FIELDS), where

@@ -1,9 +1,9 @@
-"""Cost arithmetic: exact USD (``decimal.Decimal``) for usage priced by :mod:`.pricing`.
+"""Cost arithmetic: exact USD (``decimal.Decimal``) for the quantities of a :class:`.Ledger`.
 
-The collector's per-model totals hold most of what pricing needs; a :class:`CostTracker`
-fed the same events keeps the rest (per-turn usage: an append per event), and
-:func:`price_tracker` turns both into money when a summary is asked for. Requests with at
-least :data:`LARGE_REQUEST_TOKENS` input tokens are kept individually so that
+:func:`price_ledger` prices every part of a call (each turn, the unattributed usage, the
+dropped turns) per model, and adds the parts up: the call total is the sum of its parts,
+exactly, and a model's cost is the sum of its cost in each part. Requests with at least
+:data:`LARGE_REQUEST_TOKENS` input tokens are kept one by one by the ledger so that
 genai-prices' tiered rates (a higher rate above e.g. 200k input tokens *per request*) are
 applied per request, as providers bill them; smaller ones are added up and billed at the
 base (lowest-tier) rates, which is exact because each of them is below the lowest tier
@@ -21,410 +21,60 @@ import copy
 import functools
 import logging
 import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from ..model.types import LLMMetrics, RealtimeModelMetrics, STTMetrics, TTSMetrics
-from .prices import Prices, ResolvedPrice
+from .ledger import (
+    AUDIO_SECONDS,
+    DEFAULT_MAX_TURNS,
+    LARGE_REQUEST_TOKENS,
+    MASKS,
+    Q_AUDIO,
+    Q_CHARS,
+    Q_INPUT,
+    Q_INPUT_AUDIO,
+    Q_OUTPUT,
+    UNREPORTED,
+    Amounts,
+    Ledger,
+    ModelKey,
+    Part,
+    apply_rule,
+)
+from .prices import Prices, ResolvedPrice, rule_of
 
 __all__ = [
+    "DEFAULT_MAX_TURNS",
     "LARGE_REQUEST_TOKENS",
     "Amounts",
     "CostReport",
-    "CostTracker",
+    "Ledger",
     "format_usd",
     "price_amounts",
-    "price_tracker",
+    "price_ledger",
 ]
 
 log = logging.getLogger("callmeter.pricing")
 
-LARGE_REQUEST_TOKENS = 32_000
-"""Requests with this many input tokens or more are priced one by one (the lowest tier
-threshold in genai-prices' snapshot is 32k tokens); smaller ones are priced in aggregate
-at the base-tier rates."""
-MAX_LARGE_REQUESTS = 10_000
-"""Per model (and per turn), large requests kept individually; beyond this they are
-priced in aggregate with each other, which can only pick a higher tier."""
-DEFAULT_MAX_TURNS = 1_000
-"""Turns whose cost a collector keeps by default (the most recent ones)."""
-
 _MILLION = Decimal(1_000_000)
-_SIXTY = Decimal(60)
-
-
-@dataclass(slots=True)
-class Amounts:
-    """Billable quantities. Token counts follow genai-prices: ``input_tokens`` includes
-    cached, cache-write and audio input tokens (OpenAI's ``prompt_tokens`` convention)."""
-
-    requests: int = 0
-    input_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    output_tokens: int = 0
-    input_audio_tokens: int = 0
-    output_audio_tokens: int = 0
-    cache_audio_read_tokens: int = 0
-    audio_seconds: float = 0.0
-    characters: int = 0
-
-    def add(self, o: Amounts) -> None:
-        """Add ``o`` to these amounts."""
-        self.requests += o.requests
-        self.input_tokens += o.input_tokens
-        self.cache_read_tokens += o.cache_read_tokens
-        self.cache_write_tokens += o.cache_write_tokens
-        self.output_tokens += o.output_tokens
-        self.input_audio_tokens += o.input_audio_tokens
-        self.output_audio_tokens += o.output_audio_tokens
-        self.cache_audio_read_tokens += o.cache_audio_read_tokens
-        self.audio_seconds += o.audio_seconds
-        self.characters += o.characters
-
-    def is_empty(self) -> bool:
-        """True when there is nothing to bill (not even a request)."""
-        return not (
-            self.requests
-            or self.input_tokens
-            or self.output_tokens
-            or self.audio_seconds
-            or self.characters
-        )
-
-
-def amounts_of(m: Any) -> Amounts | None:
-    """The billable amounts of one metrics event (None: not billable or usage unknown)."""
-    t = type(m)
-    if t is LLMMetrics:
-        if not m.usage_reported:
-            return None
-        return Amounts(
-            1,
-            m.prompt_tokens,
-            m.prompt_cached_tokens,
-            m.cache_creation_tokens,
-            m.completion_tokens,
-            m.input_audio_tokens,
-            m.output_audio_tokens,
-        )
-    if t is STTMetrics:
-        return Amounts(
-            1,
-            m.input_tokens,
-            0,
-            0,
-            m.output_tokens,
-            m.input_audio_tokens,
-            audio_seconds=m.audio_duration,
-        )
-    if t is TTSMetrics:
-        return Amounts(
-            1,
-            m.input_tokens,
-            output_tokens=m.output_tokens,
-            audio_seconds=m.audio_duration,
-            characters=m.characters_count,
-        )
-    if t is RealtimeModelMetrics:
-        i, o = m.input_token_details, m.output_token_details
-        cached_audio = i.cached_tokens_details.audio_tokens if i.cached_tokens_details else 0
-        return Amounts(
-            1,
-            m.input_tokens,
-            i.cached_tokens,
-            0,
-            m.output_tokens,
-            i.audio_tokens,
-            o.audio_tokens,
-            cached_audio,
-        )
-    return None
-
-
-_KIND = {LLMMetrics: "llm", STTMetrics: "stt", TTSMetrics: "tts", RealtimeModelMetrics: "realtime"}
-
-ModelKey = tuple[str, str | None, str | None]
-"""``(kind, provider, model)``, as :class:`~callmeter.metrics.UsageCollector` keys models."""
-
-
-@dataclass(slots=True)
-class _Bucket:
-    small: Amounts = field(default_factory=Amounts)
-    """Requests below :data:`LARGE_REQUEST_TOKENS`: priced together at base-tier rates."""
-    large: list[Amounts] = field(default_factory=list)
-    """Large requests, priced one by one."""
-    overflow: Amounts = field(default_factory=Amounts)
-    """Large requests beyond :data:`MAX_LARGE_REQUESTS`, priced together (tier from the sum)."""
-    unreported: int = 0
-    quantities: list[int] | None = None
-    """Speech requests per quantity mask (``_Q_*`` bits), or None. For a turn, 1 stands
-    for "some"."""
-
-
-# Bits of a speech request's quantity mask: which billable quantities it carries.
-_Q_INPUT = 1
-_Q_INPUT_AUDIO = 2
-_Q_OUTPUT = 4
-_Q_AUDIO = 8
-_Q_CHARS = 16
-_N_MASKS = 32
-
-
-def speech_mask(m: STTMetrics | TTSMetrics) -> int:
-    """The ``_Q_*`` bits of the billable quantities a speech request carries."""
-    mask = _Q_AUDIO if m.audio_duration else 0
-    if m.input_tokens:
-        mask |= _Q_INPUT
-    if m.output_tokens:
-        mask |= _Q_OUTPUT
-    if m.__class__ is TTSMetrics:
-        if m.characters_count:
-            mask |= _Q_CHARS
-    elif m.input_audio_tokens:
-        mask |= _Q_INPUT_AUDIO
-    return mask
+_US_PER_MINUTE = Decimal(60_000_000)
+_ = AUDIO_SECONDS  # re-exported layout index, used by the summary
 
 
 def _probe(mask: int) -> Amounts:
     """Usage with a sizeable amount of each quantity in ``mask`` (and no request)."""
     big = 1_000_000
-    audio_tokens = big if mask & _Q_INPUT_AUDIO else 0
+    audio_tokens = big if mask & Q_INPUT_AUDIO else 0
     return Amounts(
         0,
-        (big if mask & _Q_INPUT else 0) + audio_tokens,
+        (big if mask & Q_INPUT else 0) + audio_tokens,
         input_audio_tokens=audio_tokens,
-        output_tokens=big if mask & _Q_OUTPUT else 0,
-        audio_seconds=60.0 if mask & _Q_AUDIO else 0.0,
-        characters=big if mask & _Q_CHARS else 0,
+        output_tokens=big if mask & Q_OUTPUT else 0,
+        audio_us=60_000_000 if mask & Q_AUDIO else 0,
+        characters=big if mask & Q_CHARS else 0,
     )
-
-
-class _Turn:
-    """Usage of one turn. Events are queued as they come (cheap) and folded into per-model
-    vectors (:class:`Amounts` field order, then unreported requests) when the turn is
-    priced or :data:`MAX_PENDING` events are queued."""
-
-    __slots__ = ("cost", "large", "overflow", "partial", "pending", "vectors")
-
-    def __init__(self) -> None:
-        self.pending: list[Any] = []
-        self.vectors: dict[ModelKey, list[Any]] = {}
-        self.large: dict[ModelKey, list[Amounts]] = {}
-        self.overflow: dict[ModelKey, Amounts] = {}
-        self.cost: Decimal | None = None
-        """Cached price of the turn; reset when the turn gets more usage."""
-        self.partial = False
-        """Whether :attr:`cost` is a lower bound (valid while ``cost`` is set)."""
-
-    def fold(self) -> None:
-        """Add the queued events to the per-model vectors."""
-        pending, self.pending = self.pending, []
-        vectors = self.vectors
-        for m in pending:
-            t = m.__class__
-            kind = _KIND[t]
-            md = m.metadata
-            key = (kind, None, None) if md is None else (kind, md.model_provider, md.model_name)
-            v = vectors.get(key)
-            if v is None:
-                v = vectors[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0, 0]
-            if t is LLMMetrics:
-                if not m.usage_reported:
-                    v[_N] += 1
-                elif m.prompt_tokens >= LARGE_REQUEST_TOKENS:
-                    self._large(key, amounts_of(m))
-                else:
-                    v[0] += 1
-                    v[1] += m.prompt_tokens
-                    v[2] += m.prompt_cached_tokens
-                    v[3] += m.cache_creation_tokens
-                    v[4] += m.completion_tokens
-                    v[5] += m.input_audio_tokens
-                    v[6] += m.output_audio_tokens
-            elif t is STTMetrics:
-                v[0] += 1
-                v[1] += m.input_tokens
-                v[4] += m.output_tokens
-                v[5] += m.input_audio_tokens
-                v[8] += m.audio_duration
-                v[_M] |= 1 << speech_mask(m)
-            elif t is TTSMetrics:
-                v[0] += 1
-                v[1] += m.input_tokens
-                v[4] += m.output_tokens
-                v[8] += m.audio_duration
-                v[9] += m.characters_count
-                v[_M] |= 1 << speech_mask(m)
-            else:  # realtime
-                a = amounts_of(m)
-                assert a is not None
-                if a.input_tokens >= LARGE_REQUEST_TOKENS:
-                    self._large(key, a)
-                else:
-                    for i, x in enumerate(_astuple(a)):
-                        v[i] += x
-
-    def _large(self, key: ModelKey, a: Amounts | None) -> None:
-        if a is not None:
-            lst = self.large.setdefault(key, [])
-            if len(lst) < MAX_LARGE_REQUESTS:
-                lst.append(a)
-            else:
-                self.overflow.setdefault(key, Amounts()).add(a)
-
-    def buckets(self) -> dict[ModelKey, _Bucket]:
-        self.fold()
-        out: dict[ModelKey, _Bucket] = {}
-        for key, v in self.vectors.items():
-            out[key] = _Bucket(Amounts(*v[:_N]), [], Amounts(), v[_N], _mask_list(v[_M]))
-        for key, lst in self.large.items():
-            out.setdefault(key, _Bucket()).large.extend(lst)
-        for key, a in self.overflow.items():
-            out.setdefault(key, _Bucket()).overflow.add(a)
-        return out
-
-
-def _mask_list(bits: int | None) -> list[int] | None:
-    """A turn's set of masks as per-mask counts (1: some requests)."""
-    if not bits:
-        return None
-    return [(bits >> mask) & 1 for mask in range(_N_MASKS)]
-
-
-def _astuple(a: Amounts) -> tuple[Any, ...]:
-    return tuple(getattr(a, f) for f in Amounts.__dataclass_fields__)
-
-
-_N = 10  # number of Amounts fields; index _N of a turn vector counts unreported requests
-_M = 11  # index of a turn vector's set of speech quantity masks (bit 1 << mask)
-MAX_PENDING = 256
-"""Events a turn queues before adding them up (bounds memory for very long turns)."""
-
-
-class CostTracker:
-    """What the collector's per-model totals do not hold but pricing needs.
-
-    * requests of at least :data:`LARGE_REQUEST_TOKENS` input tokens, one by one (tiers);
-    * cached audio tokens of realtime responses;
-    * speech (STT, TTS) requests counted by which quantities they carry, so requests that
-      carry nothing their price bills are noticed;
-    * usage per turn (``speech_id``) and model, for at most ``max_turns`` turns (the most
-      recent; older ones are counted in :attr:`dropped_turns`), so memory stays bounded.
-    """
-
-    __slots__ = (
-        "_cached_audio",
-        "_large",
-        "_max_turns",
-        "_overflow",
-        "_quantities",
-        "_turns",
-        "dropped_turns",
-    )
-
-    def __init__(self, max_turns: int = DEFAULT_MAX_TURNS) -> None:
-        self._max_turns = max_turns
-        self._large: dict[ModelKey, list[Amounts]] = {}
-        self._overflow: dict[ModelKey, Amounts] = {}
-        self._cached_audio: dict[ModelKey, int] = {}
-        # kind -> model -> provider -> requests per quantity mask (nested: cheaper per event)
-        self._quantities: dict[str, dict[str | None, dict[str | None, list[int]]]] = {
-            "stt": {},
-            "tts": {},
-        }
-        self._turns: OrderedDict[str, _Turn] = OrderedDict()
-        self.dropped_turns = 0
-
-    def add_batch(self, events: Iterable[Any]) -> None:
-        """Account events, in order. The common case costs a dict lookup and an append
-        (and for speech, counting which quantities the request carries)."""
-        turns = self._turns
-        q_stt, q_tts = self._quantities["stt"], self._quantities["tts"]
-        for m in events:
-            t = m.__class__
-            if t is LLMMetrics:
-                if m.prompt_tokens >= LARGE_REQUEST_TOKENS and m.usage_reported:
-                    self._call_large("llm", m)
-            elif t is RealtimeModelMetrics:
-                self._call_large("realtime", m)
-            elif t is STTMetrics or t is TTSMetrics:
-                mask = speech_mask(m)
-                by_model = q_tts if t is TTSMetrics else q_stt
-                md = m.metadata
-                model, provider = (None, None) if md is None else (md.model_name, md.model_provider)
-                by_provider = by_model.get(model)
-                if by_provider is None:
-                    by_provider = by_model[model] = {}
-                counts = by_provider.get(provider)
-                if counts is None:
-                    counts = by_provider[provider] = [0] * _N_MASKS
-                counts[mask] += 1
-            else:
-                continue
-            sid = m.speech_id
-            if sid is None:
-                continue
-            turn = turns.get(sid)
-            if turn is None:
-                turn = turns[sid] = _Turn()
-                if len(turns) > self._max_turns:
-                    turns.popitem(last=False)
-                    self.dropped_turns += 1
-            turn.cost = None
-            pending = turn.pending
-            pending.append(m)
-            if len(pending) >= MAX_PENDING:
-                turn.fold()
-
-    def _call_large(self, kind: str, m: Any) -> None:
-        md = m.metadata
-        key = (kind, None, None) if md is None else (kind, md.model_provider, md.model_name)
-        a = amounts_of(m)
-        if a is None:
-            return
-        if a.cache_audio_read_tokens:
-            self._cached_audio[key] = self._cached_audio.get(key, 0) + a.cache_audio_read_tokens
-        if a.input_tokens >= LARGE_REQUEST_TOKENS:
-            lst = self._large.setdefault(key, [])
-            if len(lst) < MAX_LARGE_REQUESTS:
-                lst.append(a)
-            else:
-                self._overflow.setdefault(key, Amounts()).add(a)
-
-    def call_bucket(self, key: ModelKey, mu: Any) -> _Bucket:
-        """The whole call's usage of one model: the collector's totals ``mu`` (a
-        ``ModelUsage``) with large requests split out."""
-        large = self._large.get(key, [])
-        overflow = self._overflow.get(key) or Amounts()
-        unreported = mu.usage_unreported
-        small = Amounts(
-            mu.requests - unreported,
-            mu.prompt_tokens,
-            mu.prompt_cached_tokens,
-            mu.cache_creation_tokens,
-            mu.completion_tokens,
-            mu.input_audio_tokens,
-            mu.output_audio_tokens,
-            self._cached_audio.get(key, 0),
-            mu.audio_duration,
-            mu.characters_count,
-        )
-        for a in (*large, overflow):
-            small.requests -= a.requests
-            small.input_tokens -= a.input_tokens
-            small.cache_read_tokens -= a.cache_read_tokens
-            small.cache_write_tokens -= a.cache_write_tokens
-            small.output_tokens -= a.output_tokens
-            small.input_audio_tokens -= a.input_audio_tokens
-            small.output_audio_tokens -= a.output_audio_tokens
-            small.cache_audio_read_tokens -= a.cache_audio_read_tokens
-        by_model = self._quantities.get(key[0])
-        quantities = by_model.get(key[2], {}).get(key[1]) if by_model is not None else None
-        return _Bucket(small, large, overflow, unreported, quantities)
 
 
 # Token units: (rate name, Amounts field, dimensions). A unit covers the tokens of every
@@ -490,8 +140,8 @@ def price_amounts(
     for name, count in _leaf_token_counts(a, priced):
         if count:
             total += getattr(e, name) * count / _MILLION
-    if e.audio_minute is not None and a.audio_seconds:
-        total += e.audio_minute * audio_seconds(a) / _SIXTY
+    if e.audio_minute is not None and a.audio_us:
+        total += e.audio_minute * a.audio_us / _US_PER_MINUTE
     if e.mchars is not None and a.characters:
         total += e.mchars * a.characters / _MILLION
     if e.request is not None:
@@ -500,8 +150,8 @@ def price_amounts(
 
 
 def audio_seconds(a: Amounts) -> Decimal:
-    """Audio seconds as a Decimal rounded to the microsecond (float sums carry noise below)."""
-    return Decimal(repr(a.audio_seconds)).quantize(_MICRO)
+    """Billed audio seconds as an exact Decimal (the ledger counts whole microseconds)."""
+    return Decimal(a.audio_us) / _MILLION
 
 
 def to_money(value: Decimal) -> Decimal:
@@ -515,7 +165,6 @@ def to_money(value: Decimal) -> Decimal:
     return value.quantize(_PICO, rounding=ROUND_HALF_EVEN)
 
 
-_MICRO = Decimal("0.000001")
 _PICO = Decimal("1e-12")
 
 
@@ -543,10 +192,10 @@ def genai_usage(a: Amounts, kind: str) -> Any:
         "output_audio_tokens": a.output_audio_tokens,
         "cache_audio_read_tokens": a.cache_audio_read_tokens,
     }
-    if kind == "stt" and a.audio_seconds:
+    if kind == "stt" and a.audio_us:
         values["audio_seconds"] = values["input_audio_seconds"] = audio_seconds(a)
     if kind == "tts":
-        if a.audio_seconds:
+        if a.audio_us:
             values["audio_seconds"] = values["output_audio_seconds"] = audio_seconds(a)
         if a.characters:
             values["input_characters"] = a.characters
@@ -591,20 +240,31 @@ def _base_tier_prices(model_price: Any) -> Any:
 
 @dataclass(slots=True)
 class CostReport:
-    """The money side of a summary."""
+    """The money side of a summary. ``total == sum(by_turn.values()) + unattributed +
+    dropped_turns_cost``, exactly."""
 
     total: Decimal = Decimal(0)
     by_model: dict[ModelKey, Decimal | None] = field(default_factory=dict)
+    """USD per model, call-level charges included (kind ``call``); None: not priced."""
     sources: dict[ModelKey, str] = field(default_factory=dict)
     unpriced: list[str] = field(default_factory=list)
     complete: bool = True
+    by_kind: dict[str, Decimal] = field(default_factory=dict)
+    """USD per kind (``llm``, ``stt``, ``tts``, ``realtime``, ``call``) that had usage."""
     by_turn: dict[str, Decimal] = field(default_factory=dict)
     partial_turns: list[str] = field(default_factory=list)
     """Turns (of ``by_turn``) whose cost is a lower bound: usage of an unpriced model,
     requests without usage, or requests carrying nothing their price bills."""
+    unattributed: Decimal = Decimal(0)
+    """USD of usage in no turn (no ``speech_id``) plus call-level charges."""
+    dropped_turns_cost: Decimal = Decimal(0)
+    """USD of the turns no longer kept in ``by_turn`` (``max_cost_turns``)."""
+    dropped_turns: int = 0
     unbilled_requests: dict[ModelKey, int] = field(default_factory=dict)
     """Per priced model, speech requests that carry none of the quantities its price bills
     (their cost is unknown; the model is also listed in ``unpriced``)."""
+    notes: list[str] = field(default_factory=list)
+    """Why the total is a lower bound, one line per reason."""
 
 
 _warned: set[tuple[str | None, str | None, str]] = set()
@@ -645,15 +305,18 @@ def _warn_unbilled(provider: str | None, model: str | None, n: int) -> None:
     )
 
 
-def _bucket_cost(price: ResolvedPrice, b: _Bucket, kind: str) -> Decimal:
-    total = Decimal(0)
-    if not b.small.is_empty():
-        total += price_amounts(price, b.small, kind, base_tier=True)
-    for a in b.large:
-        total += price_amounts(price, a, kind)
-    if not b.overflow.is_empty():
-        total += price_amounts(price, b.overflow, kind)
-    return total
+def _warn_split(provider: str | None, model: str | None, n: int) -> None:
+    if not _first_time(provider, model, "split"):
+        return
+    log.warning(
+        "%d request(s) of %s/%s report input tokens but not how many are audio tokens, "
+        "which its price bills at a higher rate: they are billed at the text rate and the "
+        "total is a lower bound; report input_audio_tokens (stt_request().set_usage(..., "
+        "input_audio_tokens=N))",
+        n,
+        provider or "unknown",
+        model or "unknown",
+    )
 
 
 class _Coverage:
@@ -664,14 +327,14 @@ class _Coverage:
     def __init__(self) -> None:
         self._memo: dict[tuple[ModelKey, int], bool] = {}
 
-    def unbilled(self, key: ModelKey, price: ResolvedPrice, counts: list[int] | None) -> int:
+    def unbilled(self, key: ModelKey, price: ResolvedPrice, counts: dict[int, int] | None) -> int:
         """Requests in ``counts`` (per quantity mask) that carry nothing ``price`` bills."""
         if not counts:
             return 0
         n = 0
-        for mask in range(1, _N_MASKS):  # mask 0: a request that reported no quantity at all
-            if counts[mask] and not self._billed(key, price, mask):
-                n += counts[mask]
+        for mask, count in counts.items():  # mask 0: a request that reported no quantity
+            if mask and count and not self._billed(key, price, mask):
+                n += count
         return n
 
     def _billed(self, key: ModelKey, price: ResolvedPrice, mask: int) -> bool:
@@ -688,72 +351,223 @@ class _Coverage:
         return hit
 
 
+def split_unknown(key: ModelKey, price: ResolvedPrice, counts: dict[int, int] | None) -> int:
+    """STT requests that report input tokens but no input audio tokens, for a price whose
+    audio token rate is higher than its text rate (the split matters, and is unknown)."""
+    if not counts or key[0] != "stt":
+        return 0
+    e = price.rates
+    if e is None or e.input_audio_mtok is None or e.input_audio_mtok <= (e.input_mtok or 0):
+        return 0
+    return sum(n for mask, n in counts.items() if mask & Q_INPUT and not mask & Q_INPUT_AUDIO)
+
+
 def _label(key: ModelKey) -> str:
     return f"{key[1] or 'unknown'}/{key[2] or 'unknown'}"
 
 
-def price_tracker(
-    tracker: CostTracker, prices: Prices, models: Mapping[ModelKey, Any]
-) -> CostReport:
-    """Price a call: ``models`` are the collector's per-model totals (``ModelUsage``),
-    ``tracker`` what they lack. Never raises: a model whose price cannot be found or
+def _part_cost(price: ResolvedPrice, part: Part, key: ModelKey) -> Decimal:
+    small, large, overflow = part.amounts(key)
+    kind = key[0]
+    total = Decimal(0)
+    if not small.is_empty():
+        total += price_amounts(price, small, kind, base_tier=True)
+    for a in large:
+        total += price_amounts(price, a, kind)
+    if overflow is not None and not overflow.is_empty():
+        total += price_amounts(price, overflow, kind)
+    return total
+
+
+@dataclass(slots=True)
+class _PartCost:
+    cost: Decimal | None
+    billable: bool
+    unreported: int
+    unbilled: int
+    split: int
+    failed: str | None
+
+
+class _Pricer:
+    """Prices parts of one ledger; the per-part results are cached on the parts."""
+
+    def __init__(self, prices: Prices) -> None:
+        self.prices = prices
+        self.resolved: dict[ModelKey, ResolvedPrice | None] = {}
+        self.coverage = _Coverage()
+
+    def price(self, key: ModelKey) -> ResolvedPrice | None:
+        try:
+            return self.resolved[key]
+        except KeyError:
+            pass
+        p = self.prices.lookup(key[2], key[1]) if key[2] else None
+        self.resolved[key] = p
+        return p
+
+    def part(self, part: Part) -> dict[ModelKey, _PartCost]:
+        if part.cost is not None:
+            return part.cost  # type: ignore[no-any-return]
+        out: dict[ModelKey, _PartCost] = {}
+        for key, v in part.vectors.items():
+            small, large, overflow = part.amounts(key)
+            billable = small.billable() or bool(large) or overflow is not None
+            pc = _PartCost(None, billable, v[UNREPORTED], 0, 0, None)
+            price = self.price(key)
+            if price is not None:
+                try:
+                    pc.cost = _part_cost(price, part, key)
+                except Exception as e:  # bad usage data must not break the summary
+                    pc.failed = f"pricing failed: {e}"
+                masks = v[MASKS]
+                pc.unbilled = self.coverage.unbilled(key, price, masks)
+                pc.split = split_unknown(key, price, masks)
+            out[key] = pc
+        part.cost = out
+        return out
+
+
+def price_ledger(ledger: Ledger, prices: Prices, call_charges: Iterable[str] = ()) -> CostReport:
+    """Price a call from its ledger, plus ``call_charges`` (``provider/model`` of
+    ``kind = "call"`` entries, charged per minute of ``ledger.call_duration``) and the
+    prices' own call charges. Never raises: a model whose price cannot be found or
     applied is listed in ``unpriced`` and makes the total a lower bound, as does a priced
     model with speech requests that carry none of the quantities its price bills."""
-    report = CostReport()
-    resolved: dict[ModelKey, ResolvedPrice] = {}
-    coverage = _Coverage()
-    for key, mu in models.items():
-        kind, provider, model = key
-        b = tracker.call_bucket(key, mu)
-        price = prices.lookup(model, provider) if model else None
-        cost: Decimal | None = None
-        why = "model name unknown" if not model else "not in any price table"
-        if price is not None:
-            try:
-                cost = _bucket_cost(price, b, kind)
-            except Exception as e:  # bad usage data must not break the summary
-                price, why = None, f"pricing failed: {e}"
-        if cost == 0 and price is not None and _billable(b) and _has_nonzero_rate(price):
-            price, cost, why = None, None, "its price has no rate for the usage reported"
-        report.by_model[key] = cost
-        if cost is None or price is None:
-            if _billable(b) or b.unreported:
+    ledger.fold_all()
+    charges = list(prices.call_charges)
+    charges.extend(c for c in call_charges if c not in charges)
+    cache_key = (ledger.version, id(prices), tuple(charges))
+    hit = ledger.report_cache
+    if hit is not None and hit[0] == cache_key:
+        return hit[1]  # type: ignore[no-any-return]
+    report = _price_ledger(ledger, prices, charges)
+    ledger.report_cache = (cache_key, report)
+    return report
+
+
+def _price_ledger(ledger: Ledger, prices: Prices, charges: list[str]) -> CostReport:
+    pricer = _Pricer(prices)
+    report = CostReport(dropped_turns=ledger.dropped_turns)
+    parts: list[tuple[str | None, Part, dict[ModelKey, _PartCost]]] = [
+        (sid, part, pricer.part(part)) for sid, part in ledger.turns.items()
+    ]
+    unattributed = (None, ledger.unattributed, pricer.part(ledger.unattributed))
+    dropped = (None, ledger.dropped, pricer.part(ledger.dropped))
+    model: dict[ModelKey, _PartCost] = {}
+    for _, _, costs in (*parts, unattributed, dropped):
+        for key, pc in costs.items():
+            m = model.get(key)
+            if m is None:
+                model[key] = _PartCost(
+                    pc.cost, pc.billable, pc.unreported, pc.unbilled, pc.split, pc.failed
+                )
+                continue
+            if pc.cost is not None and m.cost is not None:
+                m.cost += pc.cost
+            m.billable = m.billable or pc.billable
+            m.unreported += pc.unreported
+            m.unbilled += pc.unbilled
+            m.split += pc.split
+            m.failed = m.failed or pc.failed
+    excluded: set[ModelKey] = set()
+    for key in ledger.totals:
+        kind, provider, name = key
+        m = model.get(key) or _PartCost(None, False, 0, 0, 0, None)
+        price = pricer.price(key)
+        why = "model name unknown" if not name else "not in any price table"
+        if price is not None and m.failed:
+            price, why = None, m.failed
+        if price is not None and m.cost == 0 and m.billable and _has_nonzero_rate(price):
+            price, why = None, "its price has no rate for the usage reported"
+        if price is None or m.cost is None:
+            excluded.add(key)
+            report.by_model[key] = None
+            if m.billable or m.unreported:
                 report.unpriced.append(_label(key))
                 report.complete = False
-                _warn_once(provider, model, why)
+                report.notes.append(f"{_label(key)}: no price ({why})")
+                _warn_once(provider, name, why)
             continue
-        resolved[key] = price
+        report.by_model[key] = m.cost
         report.sources[key] = price.source.describe()
-        report.total += cost
-        if b.unreported:
+        report.total += m.cost
+        report.by_kind[kind] = report.by_kind.get(kind, Decimal(0)) + m.cost
+        if m.unreported:
             report.complete = False  # requests without usage cost something unknown
-        unbilled = coverage.unbilled(key, price, b.quantities)
-        if unbilled:
-            report.unbilled_requests[key] = unbilled
+            report.notes.append(f"{_label(key)}: {m.unreported} request(s) reported no usage")
+        if m.unbilled:
+            report.unbilled_requests[key] = m.unbilled
             report.unpriced.append(_label(key))
             report.complete = False
-            _warn_unbilled(provider, model, unbilled)
-    for sid, turn in tracker._turns.items():
-        if turn.cost is None:
-            t = Decimal(0)
-            partial = False
-            for key, tb in turn.buckets().items():
-                price = resolved.get(key)
-                if price is None:
-                    partial = partial or _billable(tb) or tb.unreported > 0
-                    continue
-                try:
-                    t += _bucket_cost(price, tb, key[0])
-                except Exception:
-                    partial = True
-                    log.debug("turn %s: pricing %s failed", sid, _label(key), exc_info=True)
-                if tb.unreported or coverage.unbilled(key, price, tb.quantities):
-                    partial = True
-            turn.cost, turn.partial = t, partial
-        report.by_turn[sid] = turn.cost
-        if turn.partial:
-            report.partial_turns.append(sid)
+            report.notes.append(
+                f"{_label(key)}: {m.unbilled} request(s) carry nothing its price bills"
+            )
+            _warn_unbilled(provider, name, m.unbilled)
+        if m.split:
+            report.complete = False
+            report.notes.append(
+                f"{_label(key)}: {m.split} request(s) without input audio tokens billed at "
+                "the text rate"
+            )
+            _warn_split(provider, name, m.split)
+
+    def part_total(costs: dict[ModelKey, _PartCost]) -> tuple[Decimal, bool]:
+        total, partial = Decimal(0), False
+        for key, pc in costs.items():
+            if key in excluded:
+                partial = partial or pc.billable or pc.unreported > 0
+                continue
+            if pc.cost is not None:
+                total += pc.cost
+            if pc.unreported or pc.unbilled or pc.split:
+                partial = True
+        return total, partial
+
+    for sid, _, costs in parts:
+        total, partial = part_total(costs)
+        report.by_turn[sid] = total  # type: ignore[index]
+        if partial:
+            report.partial_turns.append(sid)  # type: ignore[arg-type]
+    report.unattributed = part_total(unattributed[2])[0]
+    report.dropped_turns_cost = part_total(dropped[2])[0]
+    for name in charges:
+        cost = _call_charge(prices, name, ledger.call_duration, report)
+        if cost is not None:
+            report.total += cost
+            report.unattributed += cost
+            report.by_kind["call"] = report.by_kind.get("call", Decimal(0)) + cost
     return report
+
+
+def _call_charge(
+    prices: Prices, name: str, duration: float | None, report: CostReport
+) -> Decimal | None:
+    provider, _, model = name.partition("/")
+    key: ModelKey = ("call", provider, model)
+    price = prices.lookup(model, provider)
+    e = price.entry if price is not None else None
+    report.by_model[key] = None
+    if e is None or e.call_minute is None:
+        why = "not a call-level entry (kind call, call_minute)" if e else "not in any price table"
+        report.unpriced.append(_label(key))
+        report.complete = False
+        report.notes.append(f"{name}: call charge has no price ({why})")
+        _warn_once(provider, model, why)
+        return None
+    if duration is None:
+        report.complete = False
+        report.notes.append(
+            f"{name}: call duration unknown (close the session, or pass the close event or "
+            "set_call_duration() to the collector)"
+        )
+        return None
+    assert price is not None
+    billed = apply_rule(round(duration * 1_000_000), rule_of(e))
+    cost = to_money(e.call_minute * billed / _US_PER_MINUTE)
+    report.by_model[key] = cost
+    report.sources[key] = price.source.describe()
+    return cost
 
 
 def _has_nonzero_rate(price: ResolvedPrice) -> bool:
@@ -778,18 +592,6 @@ def _now() -> Any:
     import datetime as dt
 
     return dt.datetime.now(tz=dt.UTC)
-
-
-def _billable(b: _Bucket) -> bool:
-    s = b.small
-    return bool(
-        b.large
-        or not b.overflow.is_empty()
-        or s.input_tokens
-        or s.output_tokens
-        or s.audio_seconds
-        or s.characters
-    )
 
 
 def format_usd(value: Decimal, places: int = 4, *, lower_bound: bool = False) -> str:

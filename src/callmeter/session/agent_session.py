@@ -46,7 +46,8 @@ class AgentSession(EventEmitter):
     event. Use as ``with session:`` / ``async with session:`` or call :meth:`start` and
     :meth:`close`. :attr:`usage` is the summary of everything this session measured, priced
     with ``prices`` (as for :class:`~callmeter.metrics.UsageCollector`; default prices when
-    None).
+    None), plus ``call_charges`` (per-minute call-level charges, priced from the session's
+    duration when it closes).
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class AgentSession(EventEmitter):
         labels: dict[str, str] | None = None,
         *,
         prices: Any = None,
+        call_charges: list[str] | None = None,
     ) -> None:
         super().__init__()
         _check_str("session_id", session_id)
@@ -69,7 +71,9 @@ class AgentSession(EventEmitter):
         self.session_id: str = session_id or f"call_{uuid.uuid4().hex[:16]}"
         self.agent_name = agent_name
         self.labels = labels
-        self._collector = UsageCollector(keep_metrics=False, prices=prices)
+        self._collector = UsageCollector(
+            keep_metrics=False, prices=prices, call_charges=call_charges
+        )
         self._started_wall: float | None = None
         self._started_perf: float | None = None
         self._duration: float | None = None
@@ -132,6 +136,7 @@ class AgentSession(EventEmitter):
             self.start()
         assert self._started_perf is not None
         self._duration = time.perf_counter() - self._started_perf
+        self._collector.set_call_duration(self._duration)
         self.emit(
             "close",
             CloseEvent(

@@ -309,16 +309,27 @@ class STTRequest(_SpeechTimer):
     audio_duration = 0.0
     input_tokens = 0
     output_tokens = 0
+    input_audio_tokens = 0
 
     def set_usage(
-        self, audio_duration: float = 0.0, *, input_tokens: int = 0, output_tokens: int = 0
+        self,
+        audio_duration: float = 0.0,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        input_audio_tokens: int = 0,
     ) -> None:
         """Record billed usage: seconds of audio transcribed, and tokens where billed so.
 
+        ``input_tokens`` counts every input token; ``input_audio_tokens`` is the audio part
+        of them (billed at its own rate by token-billed models such as gpt-4o-transcribe).
         Invalid values (negative, not numbers) are logged and left out.
         """
         if not (
-            _is_seconds(audio_duration) and _is_count(input_tokens) and _is_count(output_tokens)
+            _is_seconds(audio_duration)
+            and _is_count(input_tokens)
+            and _is_count(output_tokens)
+            and _is_count(input_audio_tokens)
         ):
             logger.error(
                 "callmeter: invalid STT usage left out: %r", (audio_duration, input_tokens)
@@ -327,12 +338,14 @@ class STTRequest(_SpeechTimer):
         self.audio_duration = audio_duration
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
+        self.input_audio_tokens = input_audio_tokens
 
     def _build(self, end: float, exc_type: type[BaseException] | None) -> STTMetrics:
         return STTMetrics(
             audio_duration=self.audio_duration,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
+            input_audio_tokens=self.input_audio_tokens,
             total_tokens=self.input_tokens + self.output_tokens,
             **self._common(end, exc_type),
         )

@@ -21,9 +21,9 @@ from ..model.types import (
     ToolMetrics,
     TTSMetrics,
 )
-from ..pricing.cost import DEFAULT_MAX_TURNS, CostTracker, price_tracker
-from ..pricing.prices import PriceOverrides, Prices, resolve_prices
-from .summary import ModelUsage, ToolUsage, UsageSummary
+from ..pricing.cost import DEFAULT_MAX_TURNS, Ledger, price_ledger
+from ..pricing.prices import PriceOverrides, Prices, check_call_charges, resolve_prices
+from .summary import ModelUsage, ToolUsage, UsageSummary, apply_cost, usage_from_ledger
 from .timeline import IntervalUnion
 
 UNKNOWN = "unknown"
@@ -64,6 +64,9 @@ class UsageCollector:
     rates (a dict or TOML file path, on top of the defaults), ``None`` for the defaults
     (bundled speech table + genai-prices + ``$CALLMETER_PRICES``) or ``False`` for no cost.
     ``max_cost_turns`` bounds how many turns ``cost_by_turn`` keeps (the most recent).
+    ``call_charges`` names call-level price entries (``"twilio/voice-inbound"``) charged
+    per minute of the call's duration, which comes from a collected ``close`` event or
+    :meth:`set_call_duration`.
     """
 
     BATCH = 1024
@@ -75,6 +78,7 @@ class UsageCollector:
         max_metrics: int | None = None,
         prices: Prices | PriceOverrides | bool | None = None,
         max_cost_turns: int = DEFAULT_MAX_TURNS,
+        call_charges: list[str] | None = None,
     ) -> None:
         if max_metrics is not None and (
             isinstance(max_metrics, bool) or not isinstance(max_metrics, int) or max_metrics < 1
@@ -90,6 +94,7 @@ class UsageCollector:
             )
         self._max_cost_turns = max_cost_turns
         self._prices = resolve_prices(prices)
+        self._call_charges = check_call_charges(call_charges, "call_charges")
         self._batch_handlers: dict[type, Callable[[list[Any]], None]] = {
             LLMMetrics: self._llm_batch,
             ToolMetrics: self._tool_batch,
@@ -110,7 +115,8 @@ class UsageCollector:
             deque(maxlen=self._max_metrics) if self._max_metrics else []
         )
         self._seen = 0
-        self._cost = CostTracker(self._max_cost_turns) if self._prices is not None else None
+        rules = self._prices.billing_rule if self._prices is not None else None
+        self._ledger = Ledger(rules, self._max_cost_turns)
         self._latency = LatencyCollector()
 
     @property
@@ -149,7 +155,9 @@ class UsageCollector:
         self._flush()
         s = UsageSummary()
         summary_keys: dict[tuple[str, str | None, str | None], str] = {}
+        totals = self._ledger.model_totals()
         for model_key, mu in self._models.items():
+            mu = usage_from_ledger(mu, totals.get(model_key))
             kind = mu.kind
             if kind == "llm" or kind == "realtime":
                 s.llm_prompt_tokens += mu.prompt_tokens
@@ -170,7 +178,7 @@ class UsageCollector:
             key = f"{mu.provider}/{mu.model}"
             if key in s.by_model:  # the same model name measured as another kind
                 key = f"{key}#{kind}"
-            s.by_model[key] = copy.copy(mu)
+            s.by_model[key] = mu
             summary_keys[model_key] = key
         for name, tu in self._tools.items():
             s.tool_calls += tu.calls
@@ -179,14 +187,9 @@ class UsageCollector:
             s.by_tool[name] = copy.copy(tu)
         s.llm_and_tool_duration = s.llm_duration + s.tool_duration
         s.active_duration = self._timeline.total()
-        if self._cost is not None and self._prices is not None:
-            report = price_tracker(self._cost, self._prices, self._models)
-            s.cost, s.cost_complete = report.total, report.complete
-            s.unpriced, s.cost_by_turn = report.unpriced, report.by_turn
-            for model_key, key in summary_keys.items():
-                entry = s.by_model[key]
-                entry.cost = report.by_model.get(model_key)
-                entry.price_source = report.sources.get(model_key)
+        if self._prices is not None:
+            report = price_ledger(self._ledger, self._prices, self._call_charges)
+            apply_cost(s, report, summary_keys, self._ledger.call_duration)
         else:
             s.cost_complete = False  # pricing disabled: cost is not known
         return s
@@ -222,8 +225,7 @@ class UsageCollector:
             kept = {id(m) for group in by_type.values() for m in group}
             buf = [m for m in buf if id(m) in kept]
         try:
-            if self._cost is not None:
-                self._cost.add_batch(buf)
+            self._ledger.add_batch(buf)
             self._latency.collect_groups(by_type)
         except Exception:
             logger.exception("callmeter: adding up cost or latency failed; figures incomplete")
@@ -237,6 +239,22 @@ class UsageCollector:
             except Exception as exc:
                 logger.error("callmeter: left out a malformed metrics event (%s): %r", exc, m)
         return kept
+
+    def set_call_duration(self, seconds: float | None) -> None:
+        """Set the call's duration (seconds) that call-level charges are priced from.
+
+        Collecting the session's ``close`` event does the same.
+        """
+        if seconds is not None and (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds < float("inf")
+        ):
+            raise InvalidArgumentError(
+                f"call duration must be a finite, non-negative number of seconds, got {seconds!r}"
+            )
+        self._flush()
+        self._ledger.set_call_duration(None if seconds is None else float(seconds))
 
     def get_latency_summary(self) -> LatencySummary:
         """Turn latency so far: e2e, LLM TTFT, TTS TTFB and tool percentiles, slowest turns."""

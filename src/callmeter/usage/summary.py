@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -14,7 +15,8 @@ class ModelUsage:
     provider: str
     model: str
     kind: str
-    """``llm``, ``realtime``, ``stt`` or ``tts``."""
+    """``llm``, ``realtime``, ``stt``, ``tts``, or ``call`` for a call-level charge
+    (telephony, hosting: ``duration`` is then the call's duration)."""
     requests: int = 0
     prompt_tokens: int = 0
     prompt_cached_tokens: int = 0
@@ -23,9 +25,13 @@ class ModelUsage:
     input_audio_tokens: int = 0
     output_audio_tokens: int = 0
     audio_duration: float = 0.0
+    """Seconds of audio as reported (STT: transcribed; TTS: produced)."""
     characters_count: int = 0
     duration: float = 0.0
     """Sum of request durations, seconds."""
+    billed_audio_duration: float = 0.0
+    """Seconds of audio billed: ``audio_duration`` after the price's per-request rules
+    (minimum billed duration, rounding up to an increment), to the microsecond."""
     usage_unreported: int = 0
     """Requests for which the provider reported no token usage (their tokens are unknown)."""
     errors: int = 0
@@ -87,6 +93,25 @@ class UsageSummary:
     """``"provider/model"`` of models that had usage but no price (not in ``cost``)."""
     cost_by_turn: dict[str, Decimal] = field(default_factory=dict)
     """USD per turn (``speech_id``), most recent turns only (``UsageCollector(max_cost_turns)``)."""
+    cost_by_kind: dict[str, Decimal] = field(default_factory=dict)
+    """USD per kind that had usage: ``llm``, ``stt``, ``tts``, ``realtime`` and ``call``
+    (call-level charges: telephony, hosting). Adds up to ``cost``."""
+    cost_unattributed: Decimal = Decimal(0)
+    """USD in no turn: usage without a ``speech_id``, and call-level charges."""
+    cost_dropped_turns: Decimal = Decimal(0)
+    """USD of the turns no longer in ``cost_by_turn``. ``cost == sum(cost_by_turn.values())
+    + cost_unattributed + cost_dropped_turns``, exactly."""
+    dropped_turns: int = 0
+    """Turns whose cost is no longer listed in ``cost_by_turn`` (still in ``cost``)."""
+    partial_turns: list[str] = field(default_factory=list)
+    """Turns of ``cost_by_turn`` whose cost is a lower bound (unpriced or unreported usage)."""
+    unbilled_requests: dict[str, int] = field(default_factory=dict)
+    """Per ``"provider/model"``, speech requests carrying none of the quantities its price
+    bills (not in ``cost``; the model is also in ``unpriced``)."""
+    cost_notes: list[str] = field(default_factory=list)
+    """Why ``cost`` is a lower bound, one line per reason (empty when complete)."""
+    call_duration: float | None = None
+    """The call's duration (seconds) that call-level charges were priced from, if known."""
 
     @property
     def cost_is_lower_bound(self) -> bool:
@@ -110,8 +135,69 @@ class UsageSummary:
         out["by_tool"] = {k: _slots_dict(v) for k, v in self.by_tool.items()}
         out["cost"] = _money_str(self.cost)
         out["cost_by_turn"] = {k: _money_str(v) for k, v in self.cost_by_turn.items()}
+        out["cost_by_kind"] = {k: _money_str(v) for k, v in self.cost_by_kind.items()}
+        out["cost_unattributed"] = _money_str(self.cost_unattributed)
+        out["cost_dropped_turns"] = _money_str(self.cost_dropped_turns)
         out["unpriced"] = list(self.unpriced)
+        out["partial_turns"] = list(self.partial_turns)
+        out["unbilled_requests"] = dict(self.unbilled_requests)
+        out["cost_notes"] = list(self.cost_notes)
         return out
+
+
+def usage_from_ledger(mu: ModelUsage, v: list[Any] | None) -> ModelUsage:
+    """A copy of ``mu`` whose billable quantities are the ledger's vector ``v`` (see
+    :mod:`callmeter.pricing.ledger`): the one place they are added up."""
+    out = copy.copy(mu)
+    if v is None:
+        return out
+    out.prompt_tokens = v[1]
+    out.prompt_cached_tokens = v[2]
+    out.cache_creation_tokens = v[3]
+    out.completion_tokens = v[4]
+    out.input_audio_tokens = v[5]
+    out.output_audio_tokens = v[6]
+    out.characters_count = v[9]
+    out.usage_unreported = v[10]
+    out.audio_duration = v[11]
+    out.billed_audio_duration = v[8] / 1_000_000
+    return out
+
+
+def apply_cost(
+    s: UsageSummary,
+    report: Any,
+    keys: dict[tuple[str, str | None, str | None], str],
+    call_duration: float | None,
+) -> None:
+    """Copy a :class:`~callmeter.pricing.cost.CostReport` into ``s``; ``keys`` maps the
+    report's model keys to ``s.by_model`` names. Call-level charges get their own entries."""
+    s.cost, s.cost_complete = report.total, report.complete
+    s.unpriced = list(report.unpriced)
+    s.cost_by_turn = dict(report.by_turn)
+    s.cost_by_kind = dict(report.by_kind)
+    s.cost_unattributed = report.unattributed
+    s.cost_dropped_turns = report.dropped_turns_cost
+    s.dropped_turns = report.dropped_turns
+    s.partial_turns = list(report.partial_turns)
+    s.cost_notes = list(report.notes)
+    s.call_duration = call_duration
+    for model_key, cost in report.by_model.items():
+        name = keys.get(model_key)
+        if name is None:  # a call-level charge
+            kind, provider, model = model_key
+            name = f"{provider}/{model}"
+            if name in s.by_model:
+                name = f"{name}#{kind}"
+            s.by_model[name] = ModelUsage(
+                provider or "unknown", model or "unknown", kind, duration=call_duration or 0.0
+            )
+        entry = s.by_model[name]
+        entry.cost = cost
+        entry.price_source = report.sources.get(model_key)
+    s.unbilled_requests = {
+        keys.get(k, f"{k[1]}/{k[2]}"): n for k, n in report.unbilled_requests.items()
+    }
 
 
 def _money_str(value: Decimal) -> str:
