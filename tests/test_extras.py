@@ -42,6 +42,8 @@ def test_import_callmeter_loads_no_optional_or_heavy_package():
 GUARDED = {
     "callmeter.integrations.openai": ("openai", "openai"),
     "callmeter.agent": ("openai", "openai"),
+    "callmeter.integrations.livekit": ("livekit", "livekit"),
+    "callmeter.integrations.pipecat": ("pipecat", "pipecat"),
 }
 
 
