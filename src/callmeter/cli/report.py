@@ -124,6 +124,7 @@ def report(
             max_turns=turns,
             keep_calls=not summary,
             prices=prices,
+            cost_by_turn=as_json,
         )
     except CallmeterError as exc:
         error(str(exc))

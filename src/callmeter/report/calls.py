@@ -106,7 +106,7 @@ def load(
     calls: list[tuple[int, Call]] = []
     result = scan(
         path,
-        ReportOptions(prices=prices, max_turns=max_turns),
+        ReportOptions(prices=prices, max_turns=max_turns, cost_by_turn=True),
         on_call=lambda order, call: calls.append((order, call)),
     )
     calls.sort(key=lambda oc: oc[0])

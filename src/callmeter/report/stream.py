@@ -51,7 +51,8 @@ class ReportOptions:
     N calls by ``sort`` (one of :data:`SORTS`; default ``recent``); ``sort`` alone orders
     every call. ``max_turns`` bounds the turns kept per call for the waterfall (None: all).
     ``keep_calls=False`` adds calls to the fleet totals only. ``prices`` as
-    ``UsageCollector(prices=...)``.
+    ``UsageCollector(prices=...)``; ``cost_by_turn`` fills ``usage.cost_by_turn`` (pricing
+    each turn costs about as much as reading its records, so it is off by default).
     """
 
     calls: Collection[str] | None = None
@@ -63,6 +64,7 @@ class ReportOptions:
     max_turns: int | None = DEFAULT_MAX_TURNS
     keep_calls: bool = True
     prices: Any = None
+    cost_by_turn: bool = False
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 
     def __post_init__(self) -> None:
@@ -240,6 +242,7 @@ def scan(
     agents = opts.agents
     since, until = opts.since, opts.until
     timed = since is not None or until is not None
+    cost_turns: dict[str, Any] = {} if opts.cost_by_turn else {"max_cost_turns": 0}
     open_calls: dict[str, _Open] = {}
     excluded: set[str] = set()  # open calls left out by the time filter
     order = 0
@@ -271,7 +274,7 @@ def scan(
                         excluded.add(sid)
                     continue
             c = open_calls[sid] = _Open(
-                order, rec, UsageCollector(keep_metrics=False, prices=prices)
+                order, rec, UsageCollector(keep_metrics=False, prices=prices, **cost_turns)
             )
             order += 1
         c.events += 1
