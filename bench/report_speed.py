@@ -12,7 +12,8 @@ TTS, every 4th turn without tools). Then, interleaved and repeated (medians):
   ``--limit 10 --sort slowest``.
 
 Every command runs as a subprocess with stdout to /dev/null; time is wall clock, memory
-is the subprocess's peak RSS (``os.wait4``). Then the same on a large file
+is the subprocess's peak RSS (``VmHWM`` from ``/proc/self/status`` at exit: ``ru_maxrss``
+of a child started by vfork would include the parent's RSS). Then the same on a large file
 (``BENCH_BIG_MB``, default 300; 0 skips) made by repeating the small one under new
 session ids.
 
@@ -41,14 +42,23 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 BIG_MB = int(os.environ.get("BENCH_BIG_MB", "300"))
 BEFORE_REV = os.environ.get("BENCH_BEFORE_REV", "23f02372a5cd7644d804985c787413d9381febfb")
 ROOT = Path(__file__).resolve().parent.parent
-STDLIB = (
-    "import json, sys\n"
-    "n = 0\n"
+PEAK = (
+    "import atexit, sys\n"
+    "def _peak():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM'):\n"
+    "            sys.stderr.write('PEAK_KIB ' + line.split()[1] + '\\n')\n"
+    "atexit.register(_peak)\n"
+)
+STDLIB = PEAK + (
+    "import json\n"
     "with open(sys.argv[1], 'rb') as f:\n"
     "    for line in f:\n"
     "        if line.strip():\n"
     "            json.loads(line)\n"
-    "            n += 1\n"
+)
+CALLMETER = PEAK + (
+    "import runpy\nsys.argv[0] = 'callmeter'\nrunpy.run_module('callmeter', run_name='__main__')\n"
 )
 T0 = 1_790_000_000.0
 
@@ -138,12 +148,12 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     assert proc.stderr is not None
     err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc.wait()
     secs = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd} exited {proc.returncode}: {err.decode()[-2000:]}")
-    return secs, usage.ru_maxrss / 1024
+    peaks = [line for line in err.decode().splitlines() if line.startswith("PEAK_KIB ")]
+    return secs, int(peaks[-1].split()[1]) / 1024
 
 
 def extract_before(dest: Path) -> dict[str, str] | None:
@@ -209,7 +219,7 @@ def main() -> None:
     stdlib = ("baseline: stdlib json.loads of every line", [py, "-c", STDLIB, str(path)], None)
 
     def cli(args: list[str], target: Path = path) -> list[str]:
-        return [py, "-m", "callmeter", "report", str(target), *args]
+        return [py, "-c", CALLMETER, "report", str(target), *args]
 
     html = str(tmp / "r.html")
     cases = [stdlib]

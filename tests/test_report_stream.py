@@ -236,7 +236,7 @@ def test_filters_call_agent_since_until(fleet_file, capsys):
     until = str(T0 + 3600 * 2)  # epoch seconds; --until is exclusive
     assert titles(cli(capsys, fleet_file, "--until", until)[1]) == ["c0", "c1"]
     both = cli(capsys, fleet_file, "--since", since, "--until", until, "--agent", "sales")
-    assert both[0] == 0 and titles(both[1]) == [] and "no call matches the filters" in both[2]
+    assert both[0] == 0 and titles(both[1]) == [] and "no call matches the filters" in both[1]
 
 
 def test_limit_and_sort(fleet_file, capsys):

@@ -139,23 +139,20 @@ def report(
     )  # fmt: skip
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # a non-UTF-8 terminal never raises
-    writers: list[Any] = []
     json_writer = JSONWriter(sys.stdout.buffer, summary=summary) if as_json else None
+    text_writer = None
+    if json_writer is None:
+        empty = "no call matches the filters" if options.filtered else "no calls in the file"
+        painter = Painter(use_color(sys.stdout))
+        text_writer = TerminalWriter(sys.stdout, painter, summary=summary, empty=empty)
     html_writer = HTMLWriter(summary=summary) if html is not None else None
+    writers = [w for w in (json_writer, text_writer, html_writer) if w is not None]
+
+    def on_call(_order: int, c: Any) -> None:
+        for w in writers:
+            w.call(c)
+
     with _progress(path, size) if show_progress else nullcontext() as on_progress:
-        if json_writer is None:
-            writers.append(
-                TerminalWriter(sys.stdout, Painter(use_color(sys.stdout)), summary=summary)
-            )
-        else:
-            writers.append(json_writer)
-        if html_writer is not None:
-            writers.append(html_writer)
-
-        def on_call(_order: int, c: Any) -> None:
-            for w in writers:
-                w.call(c)
-
         try:
             result = scan(path, options, on_call=on_call, progress=on_progress)
         except CallmeterError as exc:
@@ -163,8 +160,8 @@ def report(
             raise typer.Exit(2) from None
     if json_writer is not None:
         json_writer.finish(result.fleet, result.stats, result.errors)
-    else:
-        writers[0].finish(result.fleet)
+    if text_writer is not None:
+        text_writer.finish(result.fleet)
     sys.stdout.flush()
     for line in skipped_lines(result.stats, result.errors):
         sys.stderr.write(line)
@@ -179,8 +176,6 @@ def report(
         what = "it is empty" if size == 0 else f"{result.stats.skipped_total} lines skipped"
         error(f"no valid record in {str(path)!r} ({what})")
         raise typer.Exit(1)
-    if options.filtered and result.calls == 0:
-        typer.echo("no call matches the filters", err=True)
 
 
 def _progress(path: Path, size: int) -> Any:

@@ -18,7 +18,7 @@ from ..model.types import COMPONENTS, TurnMetrics, TurnSegment
 from ..records import LineError, ReadStats
 from .calls import Call, Report, overview
 from .fleet import Fleet
-from .style import COLORS, LABELS, SERIES_LABELS, color, label, seconds
+from .style import COLORS, LABELS, SERIES_LABELS, clean, color, label, seconds
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
@@ -160,9 +160,9 @@ def _slowest_table(turns: Sequence[TurnMetrics]) -> str:
 def call_section(call: Call) -> str:
     """One call as an HTML ``<section>``: overview, waterfall, percentiles, slowest turns."""
     lat = call.latency
-    title = escape(call.session_id)
+    title = escape(clean(call.session_id, 200))
     if call.agent_name:
-        title += f" · {escape(call.agent_name)}"
+        title += f" · {escape(clean(call.agent_name, 200))}"
     meta_rows = "".join(
         "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
         for row in overview(call)

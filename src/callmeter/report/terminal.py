@@ -23,10 +23,18 @@ class TerminalWriter:
     ``summary=True`` writes the fleet section only.
     """
 
-    def __init__(self, out: TextIO, painter: Painter, *, summary: bool = False) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        painter: Painter,
+        *,
+        summary: bool = False,
+        empty: str = "no calls in the file",
+    ) -> None:
         self.out = out
         self.painter = painter
         self.summary = summary
+        self.empty = empty
         self.calls = 0
 
     def call(self, call: Call) -> None:
@@ -44,7 +52,7 @@ class TerminalWriter:
         if self.summary or fleet.totals.calls > 1:
             self.out.write("".join(fleet_lines(fleet, p)))
         if not fleet.totals.calls:
-            self.out.write("no calls in the file\n")
+            self.out.write(self.empty + "\n")
         self.out.flush()
 
 
