@@ -315,3 +315,52 @@ def test_memory_does_not_grow_with_the_file(tmp_path):
     scan(small)  # load prices and imports before tracing
     p_small, p_big = peak(small), peak(big)
     assert p_big < 1.5 * p_small, (p_small, p_big)
+
+
+def test_load_lines_and_render_terminal_from_a_path(fleet_file):
+    import io
+    from pathlib import Path
+
+    from callmeter.report import load_lines, render_terminal
+
+    lines = Path(fleet_file).read_bytes().splitlines()
+    rep = load_lines(lines)
+    assert [c.session_id for c in rep.calls] == [f"c{i}" for i in range(6)]
+    assert rep.fleet is not None and rep.fleet.totals.turns == 12
+    out = io.StringIO()
+    streamed = render_terminal(fleet_file, out)
+    assert streamed.calls == [] and streamed.fleet is not None  # printed, not kept
+    assert streamed.fleet.totals.calls == 6 and titles(out.getvalue()) == [
+        f"c{i}" for i in range(6)
+    ]
+
+
+class _Tty:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_colour_only_on_a_terminal_without_no_color(monkeypatch):
+    import io
+
+    from callmeter.report.plain import use_color
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_color(_Tty()) and not use_color(io.StringIO())  # type: ignore[arg-type]
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color(_Tty())  # type: ignore[arg-type]
+
+
+def test_report_options_reject_bad_values():
+    from callmeter.errors import InvalidArgumentError
+
+    for bad in (
+        {"limit": -1},
+        {"limit": True},
+        {"max_turns": 1.5},
+        {"sort": "fastest"},
+        {"since": float("nan")},
+        {"until": "yesterday"},
+    ):
+        with pytest.raises(InvalidArgumentError):
+            ReportOptions(**bad)
