@@ -77,3 +77,44 @@ def test_html_report_opens_without_errors_one_waterfall_per_call(report_html):
             assert "tools" in tool_rect.locator("title").text_content()
         finally:
             browser.close()
+
+
+def test_html_report_clips_adversarial_segments_in_the_browser(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from callmeter.model.types import TurnSegment
+    from callmeter.report import write_html
+    from test_report_stream import call_lines, turn, write
+
+    weird = turn(
+        "weird",
+        2.0,
+        [
+            TurnSegment(component="quantum_wait", start=-5.0, end=0.5),
+            TurnSegment(component="tool", start=0.5, end=1e300),
+        ],
+    )
+    many = [turn(f"t{i}", 1.0) for i in range(60)]
+    lines = call_lines("<weird>", turns=[weird]) + call_lines("long", turns=many)
+    html = write_html(write(tmp_path / "w.jsonl", lines), tmp_path / "w.html")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(html.as_uri(), wait_until="load")
+            assert errors == [] and page.locator("section.call").count() == 2
+            svg = page.locator("svg.waterfall").first
+            box = svg.bounding_box()
+            assert box is not None
+            for rect in svg.locator("rect").all():
+                r = rect.bounding_box()
+                assert r is not None and r["x"] + r["width"] <= box["x"] + box["width"] + 0.5
+            unknown = svg.locator("rect title", has_text="?quantum_wait")
+            assert unknown.count() == 1
+            long_svg = page.locator("svg.waterfall").nth(1)
+            assert long_svg.locator("rect").count() == 40  # the first 40 turns are drawn
+            assert "20 more turns" in long_svg.inner_html()
+        finally:
+            browser.close()

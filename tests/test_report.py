@@ -82,7 +82,10 @@ def test_corrupt_and_truncated_lines_are_reported_and_skipped(calls_file, tmp_pa
     out = io.StringIO()
     render_terminal(rep, Console(file=out, width=120))
     text = out.getvalue()
-    assert "line 3 skipped" in text and f"line {len(lines) + 1} skipped: truncated" in text
+    # one line per kind of problem, with the first line numbers
+    assert f"skipped 3 of {len(lines) + 1} lines" in text
+    assert f"malformed: 2 (line 3, {len(lines) + 1}) not valid JSON" in text
+    assert "unknown_metric: 1 (line 5)" in text
 
 
 def test_terminal_report_shows_summary_waterfall_percentiles_slowest(calls_file):

@@ -40,12 +40,11 @@ def demo(
     written to OUT/calls.jsonl; the demo ends with `callmeter report` of that file and
     writes OUT/report.html.
     """
-    from rich.console import Console
-
     from ..demo import SIM_PRICES, DemoOptions, run_demo
     from ..errors import CallmeterError
     from ..export.jsonl import JSONLWriter
     from ..report import load, render_terminal, write_html
+    from . import error
 
     try:
         options = DemoOptions(
@@ -61,11 +60,10 @@ def demo(
         jsonl.unlink(missing_ok=True)
         with JSONLWriter(jsonl) as writer:
             asyncio.run(run_demo(options, hooks=[writer.attach]))
-        console = Console()
-        console.rule(f"callmeter report {jsonl}")
+        typer.echo(f"── callmeter report {jsonl} ──")
         report = render_terminal(load(jsonl, prices=SIM_PRICES if options.simulated else None))
         html = write_html(report, out / "report.html")
-        console.print(f"\nEvents: {jsonl}\nHTML report: [bold]{html.resolve()}[/bold]")
+        typer.echo(f"\nEvents: {jsonl}\nHTML report: {html.resolve()}")
     except (CallmeterError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        error(str(exc))
         raise typer.Exit(2) from None

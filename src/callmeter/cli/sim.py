@@ -32,18 +32,14 @@ def sim(
     ] = None,
 ) -> None:
     """Serve a SIMULATED OpenAI API (chat completions, responses) with scripted replies."""
-    from rich.console import Console
-
     from ..errors import CallmeterError
     from ..sim import SimConfig
+    from . import error
 
-    console = Console(stderr=True)
     try:
         from ..sim.server import SimServer, banner
     except ImportError as exc:
-        console.print(
-            f"[red]callmeter sim needs the sim extra: pip install 'callmeter[sim]' ({exc})"
-        )
+        error(f"callmeter sim needs the sim extra: pip install 'callmeter[sim]' ({exc})")
         raise typer.Exit(2) from None
     overrides = {
         "ttft": ttft,
@@ -59,7 +55,7 @@ def sim(
         else:
             sim_config = SimConfig(**{k: v for k, v in overrides.items() if v is not None})
     except (OSError, json.JSONDecodeError, TypeError, CallmeterError) as exc:
-        console.print(f"[red]invalid --config: {exc}")
+        error(f"invalid --config: {exc}")
         raise typer.Exit(2) from None
 
     async def serve() -> None:
@@ -75,7 +71,7 @@ def sim(
     try:
         asyncio.run(serve())
     except CallmeterError as exc:
-        console.print(f"[red]{exc}")
+        error(str(exc))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("callmeter-sim stopped.", err=True)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import math
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
+from typing import TextIO
 
 from ..errors import InvalidArgumentError
-from ..latency.summary import SERIES, LatencySummary
-from ..model.types import COMPONENTS, TurnMetrics
-from .calls import Call, Report, load, overview
-from .style import COLORS, LABELS, SERIES_LABELS, seconds
+from ..latency.summary import SERIES, LatencySummary, Percentiles
+from ..model.types import COMPONENTS, TurnMetrics, TurnSegment
+from ..records import LineError, ReadStats
+from .calls import Call, Report, overview
+from .fleet import Fleet
+from .style import COLORS, LABELS, SERIES_LABELS, clean, color, label, seconds
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
@@ -32,16 +39,33 @@ ROW_H = 18
 
 
 def _ticks(scale: float) -> list[float]:
-    for step in (0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600):
+    """Axis ticks for ``[0, scale]`` seconds: at most 8 steps of 1, 2, 2.5 or 5 x 10^k."""
+    magnitude = 10.0 ** math.floor(math.log10(scale / 8)) if scale > 0 else 0.1
+    for mult in (1, 2, 2.5, 5, 10):
+        step = mult * magnitude
         if scale / step <= 8:
             break
     n = int(scale / step)
     return [i * step for i in range(n + 1)]
 
 
-def waterfall_svg(turns: Sequence[TurnMetrics], session_id: str = "") -> str:
-    """An SVG waterfall: one row per turn, segments coloured by component."""
-    rows = max(len(turns), 1)
+def _clip(seg: TurnSegment, duration: float) -> tuple[float, float] | None:
+    """The segment's ``(start, end)`` inside ``[0, duration]``; None when nothing is left."""
+    start, end = seg.start, seg.end
+    if math.isnan(start) or math.isnan(end):
+        return None
+    start = min(max(start, 0.0), duration)
+    end = min(max(end, 0.0), duration)
+    return (start, end) if end > start else None
+
+
+def waterfall_svg(turns: Sequence[TurnMetrics], session_id: str = "", hidden: int = 0) -> str:
+    """An SVG waterfall: one row per turn, segments coloured by component.
+
+    Segments are clipped to their turn; an unknown component is drawn in a neutral colour
+    and named in its tooltip. ``hidden`` turns not drawn are mentioned under the rows.
+    """
+    rows = max(len(turns), 1) + (1 if hidden else 0)
     height = rows * ROW_H + 28
     width = LABEL_W + BAR_W + 70
     scale = max((t.duration for t in turns), default=0.0) or 1.0
@@ -65,21 +89,29 @@ def waterfall_svg(turns: Sequence[TurnMetrics], session_id: str = "") -> str:
     for i, turn in enumerate(turns):
         y = i * ROW_H
         sid = turn.speech_id or "-"
-        label = escape(sid if len(sid) <= 24 else "…" + sid[-23:])
-        out.append(f'<text x="0" y="{y + 13}">{label}</text>')
+        name = escape(sid if len(sid) <= 24 else "…" + sid[-23:])
+        out.append(f'<text x="0" y="{y + 13}">{name}</text>')
         for seg in turn.breakdown.segments:
-            w = (seg.end - seg.start) * k
+            span = _clip(seg, turn.duration)
+            if span is None:
+                continue
+            start, end = span
             step = f" (step {seg.step})" if seg.step else ""
             out.append(
-                f'<rect x="{LABEL_W + seg.start * k:.2f}" y="{y + 2}" width="{w:.2f}" '
-                f'height="{ROW_H - 4}" fill="{COLORS[seg.component]}">'
-                f"<title>{LABELS[seg.component]}{step}: {seg.end - seg.start:.3f} s "
-                f"({seg.start:.3f}-{seg.end:.3f})</title></rect>"
+                f'<rect x="{LABEL_W + start * k:.2f}" y="{y + 2}" width="{(end - start) * k:.2f}" '
+                f'height="{ROW_H - 4}" fill="{color(seg.component)}">'
+                f"<title>{escape(label(seg.component))}{step}: {end - start:.3f} s "
+                f"({start:.3f}-{end:.3f})</title></rect>"
             )
         mark = " interrupted" if turn.e2e_latency < 0 else ""
         out.append(
             f'<text x="{LABEL_W + turn.duration * k + 4:.1f}" y="{y + 13}">'
             f"{turn.duration:.3f} s{mark}</text>"
+        )
+    if hidden:
+        out.append(
+            f'<text x="0" y="{len(turns) * ROW_H + 13}">… {hidden} more turns '
+            "(the slowest are listed below)</text>"
         )
     out.append("</svg>")
     return "".join(out)
@@ -92,26 +124,29 @@ def _legend() -> str:
     return f'<p class="legend">{items}</p>'
 
 
-def _percentiles_table(lat: LatencySummary) -> str:
+def _percentiles_table(series: Sequence[tuple[str, Percentiles]]) -> str:
     rows = []
-    for name in SERIES:
-        p = getattr(lat, name)
+    for name, p in series:
         cells = "".join(
             f"<td>{seconds(getattr(p, q)) if p.count else '-'}</td>"
             for q in ("p50", "p90", "p99", "max")
         )
         approx = "" if p.exact else " ~"
-        rows.append(f"<tr><td>{SERIES_LABELS[name]}{approx}</td><td>{p.count}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{name}{approx}</td><td>{p.count}</td>{cells}</tr>")
     head = "<tr><th></th><th>n</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>"
     return f'<table class="percentiles">{head}{"".join(rows)}</table>'
 
 
-def _slowest_table(lat: LatencySummary) -> str:
-    if not lat.slowest_turns:
+def _series(lat: LatencySummary) -> list[tuple[str, Percentiles]]:
+    return [(SERIES_LABELS[name], getattr(lat, name)) for name in SERIES]
+
+
+def _slowest_table(turns: Sequence[TurnMetrics]) -> str:
+    if not turns:
         return ""
     head = "".join(f"<th>{LABELS[c]}</th>" for c in COMPONENTS)
     rows = []
-    for t in lat.slowest_turns:
+    for t in turns:
         cells = "".join(f"<td>{v:.3f}</td>" for v in t.breakdown.components().values())
         rows.append(
             f"<tr><td>{escape(t.speech_id or '-')}</td><td>{t.e2e_latency:.3f}</td>{cells}</tr>"
@@ -122,56 +157,154 @@ def _slowest_table(lat: LatencySummary) -> str:
     )
 
 
-def _call_section(call: Call) -> str:
+def call_section(call: Call) -> str:
+    """One call as an HTML ``<section>``: overview, waterfall, percentiles, slowest turns."""
     lat = call.latency
-    title = escape(call.session_id)
+    title = escape(clean(call.session_id, 200))
     if call.agent_name:
-        title += f" · {escape(call.agent_name)}"
+        title += f" · {escape(clean(call.agent_name, 200))}"
     meta_rows = "".join(
         "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
         for row in overview(call)
     )
     error = f" <small>(ended by {escape(call.error)})</small>" if call.error else ""
+    if not call.closed:
+        error += " <small>(no close record)</small>"
     return (
         f'<section class="call" id="{escape(call.session_id)}"><h2>{title}{error}</h2>'
         f'<table class="meta">{meta_rows}</table>'
-        f"{waterfall_svg(call.turns, call.session_id)}"
-        f"{_percentiles_table(lat)}{_slowest_table(lat)}</section>"
+        f"{waterfall_svg(call.turns, call.session_id, call.turns_hidden)}"
+        f"{_percentiles_table(_series(lat))}{_slowest_table(lat.slowest_turns)}</section>"
     )
 
 
-def render_html(source: Report | Sequence[Call], title: str = "callmeter report") -> str:
-    """The whole report as one HTML document."""
-    report = source if isinstance(source, Report) else Report(calls=list(source), errors=[])
+def _head(title: str, calls: int, stats: ReadStats, errors: Sequence[LineError]) -> str:
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{escape(title)}</h1><p>{len(report.calls)} calls</p>",
+        f"<h1>{escape(title)}</h1><p>{calls} calls</p>",
         _legend(),
     ]
-    if report.errors:
-        items = "".join(f"<li>line {e.line}: {escape(e.message)}</li>" for e in report.errors)
-        parts.append(f'<ul class="errors">{items}</ul>')
-    if len(report.calls) > 1:
-        merged = LatencySummary.merge(c.latency for c in report.calls)
-        parts.append(
-            "<h2>all calls</h2><p>~ percentiles from a merged sketch (1 % relative accuracy)</p>"
-            + _percentiles_table(merged)
+    if errors or stats.skipped_total:
+        items = "".join(
+            f"<li>line {e.line} skipped ({escape(e.kind)}): {escape(e.message[:300])}</li>"
+            for e in errors[:20]
         )
-    parts.extend(_call_section(c) for c in report.calls)
-    parts.append("</body></html>\n")
+        counts = ", ".join(f"{n} {escape(k)}" for k, n in stats.skipped.most_common())
+        total = (
+            f'<p class="errors">{stats.skipped_total} lines skipped: {counts}</p>' if counts else ""
+        )
+        parts.append(f'{total}<ul class="errors">{items}</ul>')
     return "".join(parts)
+
+
+def _fleet_section(fleet: Fleet, summary: bool) -> str:
+    t = fleet.totals
+    if t.calls <= 1 and not summary:
+        return ""
+    cost = f"${t.cost:.6f}" if t.cost_complete else f"at least ${t.cost:.6f}"
+    rows = [
+        ("calls", f"{t.calls} ({t.unclosed_calls} without close, {t.error_calls} ended by error)"),
+        ("turns", f"{t.turns} ({t.interrupted_turns} interrupted)"),
+        ("LLM requests", f"{t.llm_requests} ({t.llm_errors} errors)"),
+        ("tool calls", f"{t.tool_calls} ({t.tool_errors} errors)"),
+        ("cost", cost),
+    ]
+    meta = "".join(f"<tr><td>{k}</td><td>{escape(v)}</td></tr>" for k, v in rows)
+    series = [*_series(fleet.latency()), ("call duration", fleet.percentiles("call_duration"))]
+    note = (
+        "<p>~ percentiles from a merged sketch (1 % relative accuracy)</p>"
+        if any(not p.exact for _, p in series)
+        else ""
+    )
+    slowest = [turn for _, turn in fleet.slowest_turns]
+    return (
+        f'<section class="fleet"><h2>all {t.calls} calls</h2><table class="meta">{meta}</table>'
+        f"{note}{_percentiles_table(series)}{_slowest_table(slowest)}</section>"
+    )
+
+
+class HTMLWriter:
+    """Builds the HTML report as calls arrive; sections wait in a spooled temporary file
+    (in memory up to a few MiB) until the header, which counts them, is written."""
+
+    def __init__(self, *, summary: bool = False, title: str = "callmeter report") -> None:
+        self.summary = summary
+        self.title = title
+        self.calls = 0
+        self._sections = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by write()
+            max_size=8 << 20, mode="w+", encoding="utf-8"
+        )
+
+    def call(self, call: Call) -> None:
+        """Add one call's section."""
+        if self.summary:
+            return
+        self.calls += 1
+        self._sections.write(call_section(call))
+
+    def write(
+        self, out: TextIO, fleet: Fleet, stats: ReadStats, errors: Sequence[LineError]
+    ) -> None:
+        """Write the whole document to ``out``."""
+        out.write(_head(self.title, fleet.totals.calls, stats, errors))
+        out.write(_fleet_section(fleet, self.summary))
+        self._sections.seek(0)
+        shutil.copyfileobj(self._sections, out)
+        self._sections.close()
+        out.write("</body></html>\n")
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        fleet: Fleet,
+        stats: ReadStats,
+        errors: Sequence[LineError],
+    ) -> Path:
+        """Write the document to ``path``."""
+        out = Path(path)
+        try:
+            with out.open("w", encoding="utf-8") as f:
+                self.write(f, fleet, stats, errors)
+        except OSError as exc:
+            raise InvalidArgumentError(
+                f"cannot write the HTML report to {str(out)!r}: {exc.strerror or exc}"
+            ) from None
+        return out
+
+
+def _from_calls(source: Report | Sequence[Call]) -> tuple[Report, Fleet]:
+    report = source if isinstance(source, Report) else Report(calls=list(source))
+    fleet = report.fleet
+    if fleet is None:
+        fleet = Fleet()
+        for call in report.calls:
+            fleet.add(call)
+    return report, fleet
+
+
+def render_html(source: Report | Sequence[Call], title: str = "callmeter report") -> str:
+    """The whole report of loaded calls as one HTML document."""
+    report, fleet = _from_calls(source)
+    writer = HTMLWriter(title=title)
+    for call in report.calls:
+        writer.call(call)
+    buf = io.StringIO()
+    writer.write(buf, fleet, report.stats, report.errors)
+    return buf.getvalue()
 
 
 def write_html(
     source: str | os.PathLike[str] | Report | Sequence[Call], path: str | os.PathLike[str]
 ) -> Path:
-    """Write the HTML report of a JSONL file (or of loaded calls) to ``path``."""
+    """Write the HTML report of a JSONL file (read in one pass) or of loaded calls to ``path``."""
+    writer = HTMLWriter()
     if isinstance(source, str | os.PathLike):
-        source = load(source)
-    out = Path(path)
-    try:
-        out.write_text(render_html(source), encoding="utf-8")
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot write the HTML report to {str(out)!r}: {exc}") from None
-    return out
+        from .stream import scan
+
+        result = scan(source, on_call=lambda _order, call: writer.call(call))
+        return writer.save(path, result.fleet, result.stats, result.errors)
+    report, fleet = _from_calls(source)
+    for call in report.calls:
+        writer.call(call)
+    return writer.save(path, fleet, report.stats, report.errors)

@@ -39,3 +39,30 @@ def seconds(value: float | None) -> str:
     if value is None or value < 0:
         return "-"
     return f"{value:.3f} s"
+
+
+UNKNOWN_COLOR = "#5f5f5f"
+"""Colour of a component this callmeter does not know (written by a newer version)."""
+
+
+def color(component: str) -> str:
+    """The colour of ``component`` (:data:`UNKNOWN_COLOR` for an unknown one)."""
+    return COLORS.get(component, UNKNOWN_COLOR)
+
+
+def label(component: str) -> str:
+    """The short label of ``component`` (unknown ones are shown as ``?name``)."""
+    known = LABELS.get(component)
+    return known if known is not None else "?" + clean(component, 24)
+
+
+# C0 and C1 control characters (ANSI escapes, carriage returns, ...) never reach a terminal
+_CONTROL = {c: "\ufffd" for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))}
+
+
+def clean(text: str, width: int = 80) -> str:
+    """``text`` safe for one terminal line: control characters replaced, at most ``width``
+    characters (longer text ends in ``…``)."""
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return text.translate(_CONTROL)
