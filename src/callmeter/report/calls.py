@@ -72,6 +72,8 @@ def overview(call: Call) -> list[tuple[str, str, str, str]]:
         ("active time", seconds(u.active_duration), "budget exceeded",
          f"{call.budget_exceeded} turns"),
         ("cost", cost, "labels", clean(labels, 200) or "-"),
+        ("cost by kind",
+         " · ".join(f"{k} ${v:.6f}" for k, v in u.cost_by_kind.items() if v) or "-", "", ""),
     ]  # fmt: skip
 
 

@@ -207,6 +207,8 @@ def scan(
                 c.turns_seen += 1
                 if max_turns is None or len(c.turns) < max_turns:
                     c.turns.append(turn)
+        if c.duration is not None:
+            collector.set_call_duration(c.duration)  # prices call-level charges, if any
         rec = c.rec
         call = Call(
             session_id=rec.session_id,
