@@ -21,7 +21,9 @@ import openai
 from openai.types.chat import ChatCompletionChunk
 
 from callmeter import AgentSession, metrics
-from callmeter.integrations.openai import _chat_iter, instrument
+from callmeter.integrations.openai import instrument
+from callmeter.integrations.openai.pending import OpenStreams
+from callmeter.integrations.openai.stream import StreamMeter, iterate
 from callmeter.session import LLMGeneration
 
 MSGS = [{"role": "user", "content": "benchmark"}]
@@ -128,7 +130,8 @@ def isolated(n_chunks: int = 200_000, repeats: int = 7) -> float:
         gen = LLMGeneration(session, model="m", provider="bench")
         gen.__enter__()
         t0 = time.process_time()
-        for _c in plain_gen(_chat_iter(gen, iter(chunks), False)):
+        meter = StreamMeter(gen, "chat", False, OpenStreams())
+        for _c in plain_gen(iterate(meter, iter(chunks))):
             pass
         best_metered = min(best_metered, time.process_time() - t0)
     return (best_metered - best_plain) / n_chunks * 1e6
