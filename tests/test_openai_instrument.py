@@ -511,3 +511,17 @@ def test_usage_in_the_first_token_chunk_is_read(recorder):
         server.shutdown()
     (m,) = recorder.llm
     assert m.usage_reported and (m.prompt_tokens, m.completion_tokens) == (10, 3)
+
+
+def test_public_names():
+    import callmeter.agent
+    import callmeter.integrations.openai as integration
+
+    names = {
+        "instrument", "uninstrument", "is_instrumented", "measured", "Instrumentation",
+        "infer_provider", "run_turn", "tool", "Tool", "ToolResult", "TurnResult",
+    }  # fmt: skip
+    assert names <= set(integration.__all__)
+    assert all(callable(getattr(integration, n)) for n in names)
+    assert callmeter.agent.run_turn is integration.run_turn
+    assert callmeter.agent.Tool is integration.Tool
