@@ -124,13 +124,14 @@ async def test_two_parallel_tools(sim, recorder):
 
     tools = result.tool_metrics
     assert len(tools) == 2 and len(result.llm_metrics) == 2
-    for m in tools:
-        assert m.duration == pytest.approx(0.4, abs=0.02)
+    for m in tools:  # each tool sleeps 0.4 s
+        assert 0.4 <= m.duration < 0.8
         assert m.success
     assert {m.call_id for m in tools} == {c["id"] for c in messages[1]["tool_calls"]}
     usage = result.usage
-    assert usage.tool_duration == pytest.approx(0.8, abs=0.04)
-    assert result.tool_interval == pytest.approx(0.4, abs=0.03)
+    assert usage.tool_duration == pytest.approx(sum(m.duration for m in tools))
+    # they ran in parallel: their interval is the longer of the two, not the sum
+    assert max(m.duration for m in tools) <= result.tool_interval < usage.tool_duration
     assert usage.llm_requests == 2
     speech_ids = {m.speech_id for m in recorder.events}
     assert speech_ids == {result.speech_id}
