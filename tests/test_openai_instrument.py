@@ -418,6 +418,14 @@ def test_measured_leaves_client_untouched(sim, recorder):
         lambda sim: instrument(_sync(sim), provider=""),
         lambda sim: instrument(_sync(sim), include_usage="yes"),
         lambda sim: measured(_sync(sim), api="embeddings"),
+        lambda sim: instrument(None),
+        lambda sim: instrument(_sync(sim), session=float("nan")),
+        lambda sim: instrument(_sync(sim), provider=float("nan")),
+        lambda sim: instrument(_sync(sim), provider=b"\xff\xfe"),
+        lambda sim: instrument(_sync(sim), include_usage=None),
+        lambda sim: measured(_sync(sim), api=None),
+        lambda sim: measured(_sync(sim), include_usage=1),
+        lambda sim: measured(None),
     ],
 )
 def test_bad_arguments_raise_typed_errors(sim, bad):

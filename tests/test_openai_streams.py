@@ -99,34 +99,36 @@ async def _settle() -> None:
     await asyncio.sleep(0)
 
 
+class Noise:
+    """Everything logged at WARNING or above, and every call of the running loop's
+    exception handler (where asyncio reports 'Task exception was never retrieved')."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self.caplog = caplog
+        self.handled: list[str] = []
+        caplog.set_level(logging.DEBUG)
+
+    def watch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, ctx: self.handled.append(str(ctx["message"])))
+
+    def __call__(self) -> list[str]:
+        records = self.caplog.records
+        logged = [f"{r.name}: {r.getMessage()}" for r in records if r.levelno >= logging.WARNING]
+        never = [r.getMessage() for r in records if "never retrieved" in r.getMessage()]
+        return self.handled + logged + never
+
+
 @pytest.fixture
 def noise(caplog):
-    """Everything logged at WARNING or above, and every call of the loop's exception
-    handler."""
-    caplog.set_level(logging.DEBUG)
-    handled: list[str] = []
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    if loop is not None:
-        loop.set_exception_handler(lambda _loop, ctx: handled.append(str(ctx.get("message"))))
-
-    def collect() -> list[str]:
-        logged = [
-            f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING
-        ]
-        return handled + logged + [r.getMessage() for r in caplog.records if "never" in r.msg]
-
-    yield collect
-    if loop is not None:
-        loop.set_exception_handler(None)
+    return Noise(caplog)
 
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
 async def test_abandoned_async_and_sync_streams(sim, noise, api):
     """Issue 14: 30 async and 30 sync streams abandoned mid-way; each one cancelled metric
     inside the session, and no 'Task exception was never retrieved'."""
+    noise.watch_loop()
     _fast(sim)
     aclient = openai.AsyncOpenAI(base_url=sim.base_url, api_key="sim", max_retries=0)
     client = openai.OpenAI(base_url=sim.base_url, api_key="sim", max_retries=0)
@@ -153,6 +155,7 @@ async def test_abandoned_async_and_sync_streams(sim, noise, api):
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
 async def test_abandoned_before_the_first_chunk(sim, noise, api):
+    noise.watch_loop()
     _fast(sim)
     aclient = openai.AsyncOpenAI(base_url=sim.base_url, api_key="sim", max_retries=0)
     instrument(aclient)
@@ -173,6 +176,7 @@ async def test_abandoned_before_the_first_chunk(sim, noise, api):
 async def test_unfinished_stream_ends_when_its_session_closes(sim, noise, api):
     """A stream still held, unfinished, when the session closes is emitted as cancelled
     from the session's ``closing`` event: inside the session, ending at its last chunk."""
+    noise.watch_loop()
     _fast(sim)
     aclient = openai.AsyncOpenAI(base_url=sim.base_url, api_key="sim", max_retries=0)
     instrument(aclient)

@@ -1,10 +1,10 @@
 """The measuring stream: one wrapper for chat completions and responses, sync and async.
 
 :func:`wrap_stream` routes an SDK ``Stream``/``AsyncStream`` through :func:`iterate` or
-:func:`aiterate`, two thin drivers around the same per-item functions of a
-:class:`StreamMeter`; everything a chunk or event means is in those functions. Per item,
-after the first token, the measurement is one call that notes the arrival time and
-checks for usage (chat) or a final event (responses).
+:func:`aiterate`: the same loop, sync and async, for both APIs; what an item of each API
+means is in its :class:`_Kind` (read until the first token by ``first``, after it only
+items with usage (chat) or a final event (responses) reach ``rest``). Per item after the
+first token the measurement notes the arrival time and makes two C calls.
 
 How a stream ends decides its outcome (see :mod:`.outcome`); whichever way comes first
 ends it, once (see :mod:`.pending`):
@@ -21,10 +21,11 @@ asyncio finalizes each of the SDK's generators itself, as it does without measur
 from __future__ import annotations
 
 import logging
+import operator
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...session import AgentSession, LLMGeneration
 from .outcome import end_cancelled, end_completed, end_failed
@@ -65,27 +66,22 @@ def _is_chat_token(chunk: Any) -> bool:
 
 
 def _chat_first(m: StreamMeter, chunk: Any) -> int:
-    m.last = _perf()
     gen = m.gen
     if chunk.id:
         gen.request_id = chunk.id
     token = _is_chat_token(chunk)
     if token:
         gen.first_token()
-    if chunk.usage is not None:
-        record_usage(gen, chunk.usage, chat_usage)
-        if m.hide_usage and not chunk.choices:
-            return _SKIP
+    if chunk.usage is not None and not _chat_usage(m, chunk):
+        return _SKIP
     return _TOKEN if token else _PASS
 
 
-def _chat_rest(m: StreamMeter, chunk: Any) -> int:
-    m.last = _perf()
-    if chunk.usage is not None:
-        record_usage(m.gen, chunk.usage, chat_usage)
-        if m.hide_usage and not chunk.choices:
-            return _SKIP
-    return _PASS
+def _chat_usage(m: StreamMeter, chunk: Any) -> bool:
+    """A chunk with usage: record it; False to hide the chunk (the usage-only chunk the
+    caller did not ask for)."""
+    record_usage(m.gen, chunk.usage, chat_usage)
+    return not (m.hide_usage and not chunk.choices)
 
 
 def _response_end(gen: LLMGeneration, event: Any) -> None:
@@ -105,7 +101,6 @@ def _response_end(gen: LLMGeneration, event: Any) -> None:
 
 
 def _responses_first(m: StreamMeter, event: Any) -> int:
-    m.last = _perf()
     kind = event.type
     if kind in _TOKEN_EVENTS:
         m.gen.first_token()
@@ -117,16 +112,27 @@ def _responses_first(m: StreamMeter, event: Any) -> int:
     return _PASS
 
 
-def _responses_rest(m: StreamMeter, event: Any) -> int:
-    m.last = _perf()
-    if event.type in _END_EVENTS:
-        _response_end(m.gen, event)
-    return _PASS
+def _responses_end(m: StreamMeter, event: Any) -> bool:
+    _response_end(m.gen, event)
+    return True
 
 
-_KINDS: dict[str, tuple[Callable[[Any, Any], int], Callable[[Any, Any], int]]] = {
-    "chat": (_chat_first, _chat_rest),
-    "responses": (_responses_first, _responses_rest),
+class _Kind(NamedTuple):
+    """How one API's items are read. Until the first token every item goes through
+    ``first``; after it, ``rest`` only sees the items for which ``rare(key(item))`` is
+    true (both C functions, so a plain token costs no Python call)."""
+
+    first: Callable[[StreamMeter, Any], int]
+    key: Callable[[Any], Any]
+    rare: Callable[[Any], bool]
+    rest: Callable[[StreamMeter, Any], bool]
+
+
+_KINDS = {
+    "chat": _Kind(_chat_first, operator.attrgetter("usage"), bool, _chat_usage),
+    "responses": _Kind(
+        _responses_first, operator.attrgetter("type"), _END_EVENTS.__contains__, _responses_end
+    ),
 }
 
 
@@ -134,19 +140,10 @@ _KINDS: dict[str, tuple[Callable[[Any, Any], int], Callable[[Any, Any], int]]] =
 
 
 class StreamMeter:
-    """The measurement of one stream: its generation, the time of its last item, and the
-    per-item functions of its API (``kind`` is ``"chat"`` or ``"responses"``)."""
+    """The measurement of one stream: its generation, the time of its last item, and how
+    its API's items are read (``kind``: ``"chat"`` or ``"responses"``)."""
 
-    __slots__ = (
-        "__weakref__",
-        "_finalizer",
-        "_streams",
-        "first",
-        "gen",
-        "hide_usage",
-        "last",
-        "rest",
-    )
+    __slots__ = ("__weakref__", "_finalizer", "_streams", "gen", "hide_usage", "kind", "last")
 
     def __init__(
         self, gen: LLMGeneration, kind: str, hide_usage: bool, streams: OpenStreams
@@ -154,7 +151,7 @@ class StreamMeter:
         self.gen = gen
         self.hide_usage = hide_usage
         self.last = _perf()  # until an item arrives: the stream was handed over now
-        self.first, self.rest = _KINDS[kind]  # per-item functions before/after the 1st token
+        self.kind = _KINDS[kind]
         self._streams = streams
         self._finalizer: weakref.finalize | None = None
         streams.add(self)
@@ -190,18 +187,21 @@ class StreamMeter:
 
 def iterate(m: StreamMeter, it: Iterator[Any]) -> Iterator[Any]:
     """Measure a sync iterator of chunks or events, passing them on."""
+    perf = _perf
+    first, key, rare, rest = m.kind
     try:
-        first = m.first
         for item in it:
+            m.last = perf()
             seen = first(m, item)
             if seen:
                 yield item
                 if seen == _TOKEN:
                     break
-        rest = m.rest
         for item in it:
-            if rest(m, item):
-                yield item
+            m.last = perf()
+            if rare(key(item)) and not rest(m, item):
+                continue
+            yield item
     except GeneratorExit:
         m.cancel()
         raise
@@ -212,19 +212,22 @@ def iterate(m: StreamMeter, it: Iterator[Any]) -> Iterator[Any]:
 
 
 async def aiterate(m: StreamMeter, it: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """Measure an async iterator of chunks or events, passing them on."""
+    """Measure an async iterator of chunks or events, passing them on (as :func:`iterate`)."""
+    perf = _perf
+    first, key, rare, rest = m.kind
     try:
-        first = m.first
         async for item in it:
+            m.last = perf()
             seen = first(m, item)
             if seen:
                 yield item
                 if seen == _TOKEN:
                     break
-        rest = m.rest
         async for item in it:
-            if rest(m, item):
-                yield item
+            m.last = perf()
+            if rare(key(item)) and not rest(m, item):
+                continue
+            yield item
     except GeneratorExit:
         m.cancel()
         raise
