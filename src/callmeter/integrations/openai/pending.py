@@ -7,10 +7,11 @@ first: the end of the iterator, an exception, ``close()``, the stream being garb
 collected, or the session closing. A stream the caller still holds, unfinished, when its
 session closes is emitted as cancelled then, ending at its last chunk.
 
-The session tells that it is closing through the ``closing`` event, emitted by
-``AgentSession.close()`` before the session's duration is fixed and before ``close``. A
-session that does not emit ``closing`` ends its open streams from the ``close`` handler
-instead (they are then recorded in :attr:`AgentSession.usage` but after ``close``).
+Open streams are ended from the session's ``closing`` event: one that
+``AgentSession.close()`` emits before it fixes the session's duration and emits
+``close``, so that what is recorded there is still inside the call. A session that does
+not emit ``closing`` gets its open streams ended from its ``close`` handler instead: they
+are then in :attr:`AgentSession.usage`, but recorded after ``close``.
 """
 
 from __future__ import annotations
