@@ -257,3 +257,34 @@ def test_eight_threads_share_one_session(sim):
     assert all(m.error is None for m in watched.llm)
     assert sum(m.usage_reported for m in watched.llm) == 24  # the finished ones
     client.close()
+
+
+def test_closing_hook_as_a_method(sim):
+    """A session offering ``on_closing(callback)`` instead of a ``closing`` event."""
+    _fast(sim)
+
+    class HookSession(AgentSession):
+        def __init__(self) -> None:
+            super().__init__(prices=False)
+            self.closing_hooks: list = []
+
+        def on_closing(self, callback) -> None:
+            self.closing_hooks.append(callback)
+
+        def close(self, error: str | None = None) -> None:
+            if not self.closed:
+                for callback in self.closing_hooks:
+                    callback()
+            super().close(error)
+
+    client = openai.OpenAI(base_url=sim.base_url, api_key="sim", max_retries=0)
+    instrument(client)
+    watched = Watched(HookSession())
+    with watched.session:
+        stream = _open_sync(client, "responses")
+        next(iter(stream))  # type: ignore[call-overload]
+    assert len(watched.session.closing_hooks) == 1
+    (m,) = watched.inside
+    assert m.cancelled and len(watched.llm) == 1
+    stream.close()  # type: ignore[attr-defined]
+    client.close()

@@ -7,11 +7,12 @@ first: the end of the iterator, an exception, ``close()``, the stream being garb
 collected, or the session closing. A stream the caller still holds, unfinished, when its
 session closes is emitted as cancelled then, ending at its last chunk.
 
-Open streams are ended from the session's ``closing`` event: one that
-``AgentSession.close()`` emits before it fixes the session's duration and emits
-``close``, so that what is recorded there is still inside the call. A session that does
-not emit ``closing`` gets its open streams ended from its ``close`` handler instead: they
-are then in :attr:`AgentSession.usage`, but recorded after ``close``.
+Open streams are ended from the session's ``closing`` hook (the ``closing`` event, or an
+``on_closing(callback)`` method if the session has one), which ``AgentSession.close()``
+runs before it fixes the session's duration and emits ``close``, so that what is
+recorded there is still inside the call. A session without that hook gets its open
+streams ended from its ``close`` handler instead: they are then in
+:attr:`AgentSession.usage`, but recorded after ``close``.
 """
 
 from __future__ import annotations
@@ -73,7 +74,11 @@ def open_streams(session: AgentSession) -> OpenStreams:
         if found is None:
             found = OpenStreams()
             try:
-                session.on("closing", found.cancel_all)
+                on_closing = getattr(session, "on_closing", None)
+                if callable(on_closing):  # the hook as a method, if the session has one
+                    on_closing(found.cancel_all)
+                else:
+                    session.on("closing", found.cancel_all)
                 session.on("close", found.cancel_all)
                 _by_session[session] = found
             except Exception:  # e.g. a session type that cannot be weakly referenced
