@@ -4,7 +4,8 @@ Runs the same streaming chat workload against callmeter-sim (in a subprocess, no
 latency, so the client's own work dominates) with a plain client and with an
 instrumented one, alternating rounds, in one run. Reports the added wall time (%) and
 the added CPU time per streamed chunk (this process only, time.process_time), plus the
-wrapper's per-chunk cost measured in isolation on pre-built chunks.
+measuring generator's per-item cost in isolation on pre-built SDK items (chat and
+responses, sync and async), next to the four wrappers it replaced (frozen below).
 
     .venv/bin/python bench/openai_overhead.py [--requests 40] [--tokens 250] [--rounds 7]
 """
@@ -12,6 +13,7 @@ wrapper's per-chunk cost measured in isolation on pre-built chunks.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import subprocess
 import sys
@@ -19,12 +21,23 @@ import time
 
 import openai
 from openai.types.chat import ChatCompletionChunk
+from openai.types.responses import ResponseTextDeltaEvent
 
 from callmeter import AgentSession, metrics
-from callmeter.integrations.openai import _chat_iter, instrument
+from callmeter.integrations.openai import instrument
+from callmeter.integrations.openai.pending import OpenStreams
+from callmeter.integrations.openai.stream import (
+    _END_EVENTS,
+    _TOKEN_EVENTS,
+    StreamMeter,
+    _is_chat_token,
+    aiterate,
+    iterate,
+)
 from callmeter.session import LLMGeneration
 
 MSGS = [{"role": "user", "content": "benchmark"}]
+_perf = time.perf_counter
 
 
 def start_sim(tokens: int) -> tuple[subprocess.Popen, str]:
@@ -102,36 +115,183 @@ def end_to_end(base_url: str, requests: int, rounds: int) -> dict[str, float]:
     }
 
 
-def isolated(n_chunks: int = 200_000, repeats: int = 7) -> float:
-    """Added CPU per chunk of the measuring generator alone, on pre-built SDK chunks."""
-    chunk = ChatCompletionChunk.model_validate(
-        {
-            "id": "c",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "m",
-            "choices": [{"index": 0, "delta": {"content": " tok"}, "finish_reason": None}],
-        }
+# --- the measuring generator alone, on pre-built items -------------------------------------
+#
+# "before": the per-item hot path of the four wrappers the single stream wrapper replaced
+# (chat and responses, sync and async), frozen here as they were, so that before and after
+# are measured in the same run. Their rare paths (usage, final events) are not exercised.
+
+
+def _before_chat_iter(gen, it):
+    try:
+        need_id = True
+        for chunk in it:
+            gen.ended_at = _perf()
+            if need_id:
+                need_id = False
+                gen.request_id = chunk.id or gen.request_id
+            if _is_chat_token(chunk):
+                gen.first_token()
+                yield chunk
+                break
+            yield chunk
+        for chunk in it:
+            gen.ended_at = _perf()
+            if chunk.usage is not None:
+                pass
+            yield chunk
+    except BaseException:
+        raise
+
+
+async def _before_chat_aiter(gen, it):
+    try:
+        need_id = True
+        async for chunk in it:
+            gen.ended_at = _perf()
+            if need_id:
+                need_id = False
+                gen.request_id = chunk.id or gen.request_id
+            if _is_chat_token(chunk):
+                gen.first_token()
+                yield chunk
+                break
+            yield chunk
+        async for chunk in it:
+            gen.ended_at = _perf()
+            if chunk.usage is not None:
+                pass
+            yield chunk
+    except BaseException:
+        raise
+
+
+def _before_responses_iter(gen, it):
+    try:
+        for event in it:
+            gen.ended_at = _perf()
+            if event.type in _TOKEN_EVENTS:
+                gen.first_token()
+                yield event
+                break
+            yield event
+        for event in it:
+            gen.ended_at = _perf()
+            if event.type in _END_EVENTS:
+                pass
+            yield event
+    except BaseException:
+        raise
+
+
+async def _before_responses_aiter(gen, it):
+    try:
+        async for event in it:
+            gen.ended_at = _perf()
+            if event.type in _TOKEN_EVENTS:
+                gen.first_token()
+                yield event
+                break
+            yield event
+        async for event in it:
+            gen.ended_at = _perf()
+            if event.type in _END_EVENTS:
+                pass
+            yield event
+    except BaseException:
+        raise
+
+
+_BEFORE = {
+    ("sync", "chat"): _before_chat_iter,
+    ("async", "chat"): _before_chat_aiter,
+    ("sync", "responses"): _before_responses_iter,
+    ("async", "responses"): _before_responses_aiter,
+}
+
+
+def _items(kind: str, n: int) -> list:
+    if kind == "chat":
+        chunk = ChatCompletionChunk.model_validate(
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": " tok"}, "finish_reason": None}],
+            }
+        )
+        return [chunk] * n
+    event = ResponseTextDeltaEvent(
+        type="response.output_text.delta",
+        delta=" tok",
+        item_id="msg",
+        output_index=0,
+        content_index=0,
+        sequence_number=1,
+        logprobs=[],
     )
-    chunks = [chunk] * n_chunks
-    session = AgentSession()
+    return [event] * n
 
-    def plain_gen(it):  # what Stream.__iter__ already does: one generator layer
-        yield from it
 
-    best_plain = best_metered = float("inf")
-    for _ in range(repeats):
-        t0 = time.process_time()
-        for _c in plain_gen(iter(chunks)):
-            pass
-        best_plain = min(best_plain, time.process_time() - t0)
+def _plain(it):  # what Stream.__iter__ already does: one generator layer
+    yield from it
+
+
+async def _aplain(it):  # what AsyncStream.__aiter__ already does
+    async for item in it:
+        yield item
+
+
+async def _asource(items):
+    for item in items:
+        yield item
+
+
+def isolated(n_items: int = 100_000, repeats: int = 9) -> dict[tuple[str, str], dict]:
+    """CPU per item added by the measuring generator over the SDK's one generator layer
+    (the baseline), for the wrappers before and after, interleaved; best of ``repeats``."""
+    session = AgentSession(prices=False)
+
+    def generation() -> LLMGeneration:
         gen = LLMGeneration(session, model="m", provider="bench")
         gen.__enter__()
-        t0 = time.process_time()
-        for _c in plain_gen(_chat_iter(gen, iter(chunks), False)):
+        return gen
+
+    def build(mode: str, kind: str, which: str, items: list):
+        source = iter(items) if mode == "sync" else _asource(items)
+        if which == "plain":
+            inner = source
+        elif which == "before":
+            inner = _BEFORE[mode, kind](generation(), source)
+        else:
+            meter = StreamMeter(generation(), kind, False, OpenStreams())
+            inner = (iterate if mode == "sync" else aiterate)(meter, source)
+        return _plain(inner) if mode == "sync" else _aplain(inner)
+
+    async def drain(it) -> None:
+        async for _ in it:
             pass
-        best_metered = min(best_metered, time.process_time() - t0)
-    return (best_metered - best_plain) / n_chunks * 1e6
+
+    loop = asyncio.new_event_loop()
+    results = {}
+    for mode in ("sync", "async"):
+        for kind in ("chat", "responses"):
+            items = _items(kind, n_items)
+            best = {"plain": float("inf"), "before": float("inf"), "after": float("inf")}
+            for _ in range(repeats):
+                for which in best:
+                    it = build(mode, kind, which, items)
+                    t0 = time.process_time()
+                    if mode == "sync":
+                        for _ in it:
+                            pass
+                    else:
+                        loop.run_until_complete(drain(it))
+                    best[which] = min(best[which], time.process_time() - t0)
+            results[mode, kind] = {k: v / n_items * 1e9 for k, v in best.items()}
+    loop.close()
+    return results
 
 
 def main() -> None:
@@ -164,7 +324,14 @@ def main() -> None:
     print("added CPU per chunk (goal <= 2 us):")
     print(f"  median of rounds: {r['cpu_added_us_per_chunk']:+.2f} us")
     print(f"  median of adjacent stream pairs: {r['pair_cpu_us_per_chunk']:+.2f} us")
-    print(f"  measuring generator in isolation (pre-built chunks): {iso:+.3f} us")
+    print("measuring generator alone, CPU per item on pre-built SDK items (best of 9):")
+    print("  mode   API        SDK layer   added before   added after   after - before")
+    for (mode, kind), r in iso.items():
+        before, after = r["before"] - r["plain"], r["after"] - r["plain"]
+        print(
+            f"  {mode:6} {kind:9} {r['plain']:8.0f} ns {before:+10.0f} ns {after:+11.0f} ns"
+            f" {after - before:+11.0f} ns"
+        )
 
 
 if __name__ == "__main__":
