@@ -107,3 +107,14 @@ def test_output_cut_short_by_a_closed_pipe(tmp_path):
     report.stdout.close()  # like `callmeter report FILE | head -1`
     err = report.stderr.read().decode()
     assert report.wait(timeout=60) != 0 and "Traceback" not in err
+
+
+def test_prices_keeps_brackets_and_errors_go_to_stderr(capsys, tmp_path):
+    code, out, err = invoke(capsys, "prices", "[openai]x")
+    assert code == 1 and out == ""
+    assert "no price for [openai]x" in err and len(err.strip().splitlines()) == 1
+    bad = tmp_path / "p.toml"
+    bad.write_text("[openai]\n'[x]' = 5\n")
+    code, out, err = invoke(capsys, "prices", "gpt-4o-mini", "--file", str(bad))
+    assert code == 2 and out == "" and err.startswith("error: ")
+    assert len(err.strip().splitlines()) == 1

@@ -35,6 +35,7 @@ def prices(
 ) -> None:
     """Print what callmeter will charge for MODEL and where the price came from."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ..errors import CallmeterError
@@ -50,10 +51,10 @@ def prices(
     try:
         table = Prices(file or None)
     except CallmeterError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(2) from None
     if list_:
-        out = Table(title="price table entries" + (f" ({kind})" if kind else ""))
+        out = Table(title=escape("price table entries" + (f" ({kind})" if kind else "")))
         for col in ("provider/model", "kind", "rates (USD)", "source", "read"):
             out.add_column(col)
         for prov, name, entry, src in table.entries(kind):
@@ -61,11 +62,16 @@ def prices(
             if entry.plan:
                 rates += f" (plan {entry.plan})"
             out.add_row(
-                f"{prov}/{name}",
-                entry.kind or "",
-                rates,
-                src.url or src.origin,
-                src.checked.isoformat() if src.checked else "",
+                *map(
+                    escape,
+                    (
+                        f"{prov}/{name}",
+                        entry.kind or "",
+                        rates,
+                        src.url or src.origin,
+                        src.checked.isoformat() if src.checked else "",
+                    ),
+                )
             )
         console.print(out)
         if kind in (None, "llm", "realtime"):
@@ -73,26 +79,27 @@ def prices(
                 "LLM and realtime models not listed here are priced from genai-prices' "
                 "snapshot: `callmeter prices MODEL` shows one.",
                 highlight=False,
+                markup=False,
             )
         return
     assert model is not None
     price = table.lookup(model, provider)
     name = f"{provider}/{model}" if provider else model
     if price is None:
-        console.print(
-            f"[yellow]no price for {name}[/yellow]: usage of it is listed in "
-            "UsageSummary.unpriced and the call's cost is a lower bound.\n"
-            f"Add it to a price file (--file, or ${ENV_VAR}); see docs/cost.md.",
-            highlight=False,
+        print(
+            f"no price for {name}: usage of it is listed in UsageSummary.unpriced and the "
+            f"call's cost is a lower bound; add it to a price file (--file, or ${ENV_VAR}), "
+            "see docs/cost.md",
+            file=sys.stderr,
         )
         raise typer.Exit(1)
-    out = Table(title=f"{name} -> {price.matched}", show_header=True)
+    out = Table(title=escape(f"{name} -> {price.matched}"), show_header=True)
     out.add_column("USD", justify="right")
     out.add_column("unit")
     for rate, unit in price.rate_lines():
-        out.add_row(rate, unit)
+        out.add_row(escape(rate), escape(unit))
     console.print(out)
     src = price.source
-    console.print(f"source: {src.describe()}", highlight=False)
+    console.print(f"source: {src.describe()}", highlight=False, markup=False)
     if src.notes:
-        console.print(f"notes: {src.notes}", highlight=False)
+        console.print(f"notes: {src.notes}", highlight=False, markup=False)
