@@ -349,7 +349,7 @@ def _mutations(rng: random.Random, seeds: list[bytes]) -> bytes:
         doc = json.loads(seeds[1])
         doc["metrics"]["type"] = rng.choice(["llm_metrics", "x", "", "turn_metrics", "\u2603"])
         for k in list(doc["metrics"])[: rng.randint(0, 5)]:
-            doc["metrics"][k] = rng.choice([-1, None, "s", 1e400 if False else 1e300, []])
+            doc["metrics"][k] = rng.choice([-1, None, "s", 1e300, []])
         s = bytearray(json.dumps(doc).encode())
     return bytes(s)
 
