@@ -24,7 +24,7 @@ from callmeter import AgentSession, metrics
 from callmeter.export import JSONLWriter
 
 CALLS = int(os.environ.get("BENCH_CALLS", "100"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 RECORDS_PER_CALL = 22
 MODES = [
     ("interval", False),

@@ -218,6 +218,8 @@ class JSONLWriter(QueueSink):
                 landed, error = self._write_all(self._fd, buf[:cut], ends[:landed])
             except OSError as exc:
                 landed, error = 0, exc
+        if error is not None and error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            self._close_fd()  # an I/O error: start afresh from path with the next batch
         if error is not None and landed < len(ends):
             self._drop(len(ends) - landed, f"cannot write {str(self.path)!r}: {error}", "write")
         elif landed < len(ends):
