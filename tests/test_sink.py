@@ -314,3 +314,25 @@ async def test_async_context_manager_closes():
 def test_bad_queue_arguments(kw):
     with pytest.raises(InvalidArgumentError, match=next(iter(kw))):
         ListSink(**kw)
+
+
+def test_the_documented_sink_runs():
+    """docs/export.md, "Write your own sink": the example is a complete program."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "export.md").read_text()
+    section = doc.split("## Write your own sink", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.split("class PrintSink")[1].split("\n\n\n")[0].splitlines()) <= 10
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.splitlines() == [
+        "call_1 0 SessionStartedEvent",
+        "call_1 1 MetricsCollectedEvent",
+        "call_1 2 CloseEvent",
+        "closed",
+    ]
