@@ -215,15 +215,14 @@ class JSONLWriter(QueueSink):
                 self._reopen()
                 assert self._fd is not None
                 cut = ends[landed - 1] + 1
-                landed, error = self._write_all(self._fd, buf[:cut], ends[:landed])
+                landed, again = self._write_all(self._fd, buf[:cut], ends[:landed])
+                error = again or error
             except OSError as exc:
                 landed, error = 0, exc
         if error is not None and error.errno not in (errno.ENOSPC, errno.EDQUOT):
             self._close_fd()  # an I/O error: start afresh from path with the next batch
-        if error is not None and landed < len(ends):
+        if landed < len(ends):
             self._drop(len(ends) - landed, f"cannot write {str(self.path)!r}: {error}", "write")
-        elif landed < len(ends):
-            self._drop(len(ends) - landed, f"{str(self.path)!r} was deleted", "write")
         if self.fsync and landed:
             self._fsync()
 
