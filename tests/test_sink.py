@@ -336,3 +336,47 @@ def test_the_documented_sink_runs():
         "call_1 2 CloseEvent",
         "closed",
     ]
+
+
+def test_close_with_a_hung_worker_gives_up_and_counts_exactly():
+    sink = BlockedSink(flush_interval=60, batch_size=10)
+    for i in range(25):
+        sink.receive(rec(i))
+    sink._wake.set()
+    assert sink.entered.wait(5)  # the worker is stuck in a batch of 10
+    started = time.monotonic()
+    sink.close(timeout=0.1)
+    assert time.monotonic() - started < 5
+    assert sink.dropped == 25 and sink.records == []  # in flight and queued: counted
+    sink.receive(rec(99))
+    assert sink.dropped == 26
+    sink.release.set()  # the peer answers after all: its batch is written
+    sink._thread.join(5)
+    assert not sink._thread.is_alive()
+    assert len(sink.records) == 10 and sink.dropped == 16  # written or counted, never both
+
+
+def test_close_with_a_hung_worker_that_then_fails_counts_once():
+    class HungThenFails(BlockedSink):
+        def write_batch(self, records):
+            self.entered.set()
+            self.release.wait(30)
+            raise OSError("reset")
+
+    sink = HungThenFails(flush_interval=60)
+    sink.receive(rec(0))
+    sink._wake.set()
+    assert sink.entered.wait(5)
+    sink.close(timeout=0.05)
+    assert sink.dropped == 1
+    sink.release.set()
+    sink._thread.join(5)
+    assert sink.dropped == 1
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "1", True])
+def test_close_timeout_must_be_a_duration(bad):
+    sink = ListSink()
+    with pytest.raises(InvalidArgumentError, match="timeout"):
+        sink.close(bad)
+    sink.close()

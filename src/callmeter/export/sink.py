@@ -252,9 +252,14 @@ class QueueSink(SinkBase):
         self._wake = threading.Event()
         self._stop = False
         self._finished = False  # the worker is gone: whatever is still queued is dropped
+        self._abandoned = False  # close() timed out waiting for the worker
+        self._inflight = 0  # records in the write_batch() call under way
+        self._inflight_counted = False
+        self.exit_timeout = 10.0
+        """At interpreter exit, the longest :meth:`close` waits for the worker (seconds)."""
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
 
     # subclass API ----------------------------------------------------------------------
 
@@ -328,14 +333,32 @@ class QueueSink(SinkBase):
                 else:
                     batch.append(item)
             if batch:
-                try:
-                    self.write_batch(batch)
-                except BaseException as exc:  # the worker must survive anything
-                    self._drop(
-                        len(batch), f"write_batch raised {type(exc).__name__}: {exc}", "write"
-                    )
+                self._write(batch)
             for marker in markers:
                 marker.done.set()
+
+    def _write(self, batch: list[Record]) -> None:
+        n = len(batch)
+        with self._drop_lock:
+            abandoned = self._abandoned
+            if not abandoned:
+                self._inflight = n
+        if abandoned:  # close() gave up on this worker: count rather than write
+            self._drop(n, "the sink is closed", "closed")
+            return
+        error: BaseException | None = None
+        try:
+            self.write_batch(batch)
+        except BaseException as exc:  # the worker must survive anything
+            error = exc
+        with self._drop_lock:
+            counted = self._inflight_counted  # by a close() that timed out meanwhile
+            self._inflight = 0
+            self._inflight_counted = False
+            if counted and error is None:
+                self._dropped -= n  # written after all
+        if error is not None and not counted:
+            self._drop(n, f"write_batch raised {type(error).__name__}: {error}", "write")
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Block until every record received so far is delivered or dropped (call it off
@@ -356,24 +379,55 @@ class QueueSink(SinkBase):
             self._sweep()
         return marker.done.wait(timeout)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Deliver what is queued, stop the worker, release resources. Idempotent.
 
-        Blocks until the last batch is written (use :meth:`aclose` on an event loop).
-        Records received afterwards, from sessions still attached, are counted as dropped.
+        Blocks until the last batch is written (use :meth:`aclose` on an event loop), or
+        at most ``timeout`` seconds: then what is still queued or being written is counted
+        as dropped (a batch that is written later after all is taken off the count), and
+        the resources are left to the stuck worker. Records received afterwards, from
+        sessions still attached, are counted as dropped.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
+            raise InvalidArgumentError(
+                f"timeout must be None or a number of seconds >= 0, got {timeout!r}"
+            )
         with self._attach_lock:
             if self._closed:
                 return
             self._closed = True
+        atexit.unregister(self._close_at_exit)
         self._stop = True
         self._wake.set()
         if self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(timeout)
+        stuck = self._thread.is_alive() and self._thread is not threading.current_thread()
+        if stuck:
+            with self._drop_lock:
+                self._abandoned = True
+                inflight = self._inflight
+                if inflight:
+                    self._dropped += inflight
+                    self._inflight_counted = True
         self._finished = True
-        self._sweep()  # records that raced with close(), or a worker that died
+        self._sweep()  # records that raced with close(), or a worker that died or hangs
+        if stuck:
+            self._log.log(
+                "stuck", logging.WARNING,
+                "callmeter: %r: the worker did not finish within %s s; %d record(s) being "
+                "written counted as dropped, resources left open", self, timeout, inflight,
+            )  # fmt: skip
+            return
         try:
             self.close_resources()
         except Exception:
             logger.exception("callmeter: closing %r failed", self)
-        atexit.unregister(self.close)
+
+    def _close_at_exit(self) -> None:
+        self.close(self.exit_timeout)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """:meth:`close` in a worker thread, so the event loop keeps running."""
+        await asyncio.to_thread(self.close, timeout)
