@@ -151,6 +151,8 @@ def _with(**fields: Any) -> bytes:
 def test_decode_tells_why_a_record_is_refused():
     assert _kind(b"{") == "malformed"
     assert _kind(b"\xff\xfe{}") == "malformed"
+    assert _kind('{"event":"close","session_id":"\ud800"}') == "malformed"  # lone surrogate
+    assert _kind(_with().replace(b'"s"', b'"\\ud800"')) == "malformed"  # escaped, unpaired
     assert _kind(b"[" * 100_000 + b"]" * 100_000) == "invalid"  # not an object at all
     assert _kind(b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}") == "malformed"
     assert _kind(b'{"a":' * 100_000) == "malformed"
