@@ -322,7 +322,7 @@ def test_rotation_by_rename_while_sessions_write(tmp_path):
         found += ids_in(f)
     assert writer.dropped == 0
     assert set(found) == witness.ids and max(found.values()) == 1  # each record once
-    assert len(witness.ids) > 1000
+    assert len(witness.ids) > 200
     assert len(ids_in(path)) > 0  # the writer reopened the path after the last rotation
 
 
@@ -356,7 +356,7 @@ def test_rotation_by_delete_while_sessions_write(tmp_path):
     for sid, seq, gen in witness.seen:
         # a record emitted after the g-th deletion is in a file that was created after it
         assert any((sid, seq) in files[g] for g in range(gen, len(files))), (sid, seq, gen)
-    assert len(witness.seen) > 1000
+    assert len(witness.seen) > 200
 
 
 def test_a_vanished_directory_counts_until_it_is_back(tmp_path, caplog):

@@ -284,7 +284,7 @@ async def test_aclose_and_aflush_keep_the_event_loop_running():
     asyncio.get_running_loop().call_later(0.1, sink.release.set)
     await sink.aclose()
     task.cancel()
-    assert ticks >= 10  # the loop ran while the worker was stuck
+    assert ticks >= 3  # the loop ran while the worker was stuck
     assert len(sink.records) == 1 and sink.dropped == 0
 
 
