@@ -231,9 +231,10 @@ def start_writers(sinks, n: int = 4):
     return stop, threads
 
 
-def test_eight_threads_of_sessions_lines_whole_seq_gap_free(tmp_path):
+@pytest.mark.parametrize("sync", ["interval", "session", "record"])
+def test_eight_threads_of_sessions_lines_whole_seq_gap_free(tmp_path, sync):
     path = tmp_path / "t.jsonl"
-    writer = JSONLWriter(path, flush_interval=0.002)
+    writer = JSONLWriter(path, flush_interval=0.002, sync=sync)
 
     def run(i: int) -> None:
         for k in range(4):
