@@ -51,7 +51,8 @@ class Sink(Protocol):
         ...
 
     def close(self) -> None:
-        """Detach every session, flush, release resources. Idempotent."""
+        """Deliver what was received, release resources. Idempotent. Records that arrive
+        afterwards are counted as dropped."""
         ...
 
     async def aclose(self) -> None:
@@ -65,8 +66,10 @@ class SinkBase:
     ``attach(session)`` subscribes :meth:`receive` to the session's record events
     (``session_started``, ``metrics_collected``, ``latency_budget_exceeded``, ``close``);
     a session detaches itself after its ``close`` record. Attaching to a closed sink raises
-    :class:`~callmeter.errors.SinkClosedError`. :attr:`dropped` counts records this sink
-    could not deliver (subclasses add to it with :meth:`_drop`).
+    :class:`~callmeter.errors.SinkClosedError`; sessions still attached when the sink closes
+    stay attached until they close, and their records are counted in :attr:`dropped`.
+    :attr:`dropped` counts every record this sink could not deliver; subclasses add to it
+    with :meth:`_drop`, which also logs (at most once per 10 s per reason).
     """
 
     def __init__(self) -> None:
@@ -87,17 +90,26 @@ class SinkBase:
         """Records received but not delivered (queue full, write failed, sink closed)."""
         return self._dropped
 
-    def _drop(self, n: int, why: str) -> None:
-        """Count ``n`` undelivered records and log why (rate-limited)."""
+    def _drop(self, n: int, why: str, key: str | None = None) -> None:
+        """Count ``n`` undelivered records and log why. Logging is rate-limited per ``key``
+        (default: ``why``), so pass a fixed key when ``why`` varies (an error message)."""
         if n <= 0:
             return
         with self._drop_lock:
             self._dropped += n
             total = self._dropped
         self._log.log(
-            why, logging.WARNING, "callmeter: %r dropped %d record(s): %s (%d dropped in all)",
-            self, n, why, total,
+            why if key is None else key, logging.WARNING,
+            "callmeter: %r dropped %d record(s): %s (%d dropped in all)", self, n, why, total,
         )  # fmt: skip
+
+    def _deliver(self, record: Record) -> None:
+        """What an attached session's handler calls: :meth:`receive`, or count the record
+        as dropped once the sink is closed."""
+        if self._closed:
+            self._drop(1, "the sink is closed", "closed")
+        else:
+            self.receive(record)
 
     def receive(self, record: Record) -> None:
         """Take one record (subclasses implement this)."""
@@ -113,10 +125,11 @@ class SinkBase:
             key = id(session)
             if key in self._sessions:
                 return session
-            receive = self.receive
+            # a QueueSink's receive() counts late records itself: skip a call per record
+            deliver = self.receive if isinstance(self, QueueSink) else self._deliver
 
             def handler(record: Any) -> None:
-                receive(record)
+                deliver(record)
                 if record.__class__ is CloseEvent:
                     self.detach(session)
 
@@ -152,11 +165,15 @@ class SinkBase:
         """Nothing to deliver for an in-memory sink."""
         return True
 
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """:meth:`flush` in a worker thread, so the event loop keeps running."""
+        return await asyncio.to_thread(self.flush, timeout)
+
     def close(self) -> None:
-        """Detach every session. Idempotent."""
+        """Refuse new sessions; records of sessions still attached are counted as dropped
+        from now on. Idempotent."""
         with self._attach_lock:
             self._closed = True
-        self._detach_all()
 
     async def aclose(self) -> None:
         """:meth:`close` in a worker thread, so the event loop keeps running."""
@@ -201,8 +218,10 @@ class QueueSink(SinkBase):
     ``max_queue`` records wait, new ones are dropped and counted. The worker hands records
     to :meth:`write_batch` in batches of at most ``batch_size``, every ``flush_interval``
     seconds and at once when a session closes. A batch whose ``write_batch`` raises is
-    counted in :attr:`dropped` and logged (rate-limited). :meth:`close` delivers what is
-    queued, then calls :meth:`close_resources`; it also runs at interpreter exit.
+    counted in :attr:`dropped` and logged (rate-limited); a ``write_batch`` that delivers
+    part of a batch counts the rest itself with :meth:`_drop` and returns. :meth:`close`
+    delivers what is queued, then calls :meth:`close_resources`; it also runs at interpreter
+    exit. Every record received is either delivered or counted in :attr:`dropped`, once.
     """
 
     def __init__(
@@ -232,9 +251,15 @@ class QueueSink(SinkBase):
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._stop = False
+        self._finished = False  # the worker is gone: whatever is still queued is dropped
+        self._abandoned = False  # close() timed out waiting for the worker
+        self._inflight = 0  # records in the write_batch() call under way
+        self._inflight_counted = False
+        self.exit_timeout = 10.0
+        """At interpreter exit, the longest :meth:`close` waits for the worker (seconds)."""
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
 
     # subclass API ----------------------------------------------------------------------
 
@@ -249,21 +274,39 @@ class QueueSink(SinkBase):
 
     @property
     def pending(self) -> int:
-        """Records waiting in the queue."""
+        """Records waiting in the queue (and pending flush() calls)."""
         return len(self._queue)
 
     def receive(self, record: Record) -> None:
         """Queue one record; drop and count it when the sink is closed or the queue full."""
         if self._stop:
-            self._drop(1, "the sink is closed")
+            self._drop(1, "the sink is closed", "closed")
             return
         queue = self._queue
         if len(queue) >= self.max_queue:
-            self._drop(1, f"the queue is full ({self.max_queue} records)")
+            self._drop(1, f"the queue is full ({self.max_queue} records)", "full")
             return
         queue.append(record)
-        if record.__class__ is CloseEvent:
+        if self._finished:  # close() ran between the check above and the append
+            self._sweep()
+        elif record.__class__ is CloseEvent:
             self._wake.set()
+
+    def _sweep(self) -> None:
+        """Count whatever is queued as dropped (after the worker is gone). Each item is
+        popped exactly once, by whichever thread gets it, so nothing is counted twice."""
+        n = 0
+        queue = self._queue
+        while True:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if item.__class__ is _Marker:
+                item.done.set()
+            else:
+                n += 1
+        self._drop(n, "the sink is closed", "closed")
 
     # the worker ------------------------------------------------------------------------
 
@@ -272,8 +315,9 @@ class QueueSink(SinkBase):
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
+            stop = self._stop  # read before draining: what was queued before close() is written
             self._drain(queue)
-            if self._stop and not queue:
+            if stop:
                 return
 
     def _drain(self, queue: deque[Any]) -> None:
@@ -289,41 +333,101 @@ class QueueSink(SinkBase):
                 else:
                     batch.append(item)
             if batch:
-                try:
-                    self.write_batch(batch)
-                except Exception as exc:
-                    self._drop(len(batch), f"writing failed: {type(exc).__name__}: {exc}")
+                self._write(batch)
             for marker in markers:
                 marker.done.set()
 
+    def _write(self, batch: list[Record]) -> None:
+        n = len(batch)
+        with self._drop_lock:
+            abandoned = self._abandoned
+            if not abandoned:
+                self._inflight = n
+        if abandoned:  # close() gave up on this worker: count rather than write
+            self._drop(n, "the sink is closed", "closed")
+            return
+        error: BaseException | None = None
+        try:
+            self.write_batch(batch)
+        except BaseException as exc:  # the worker must survive anything
+            error = exc
+        with self._drop_lock:
+            counted = self._inflight_counted  # by a close() that timed out meanwhile
+            self._inflight = 0
+            self._inflight_counted = False
+            if counted and error is None:
+                self._dropped -= n  # written after all
+        if error is not None and not counted:
+            self._drop(n, f"write_batch raised {type(error).__name__}: {error}", "write")
+
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Block until every record received so far is delivered or dropped (call it off
-        the event loop). Returns False when ``timeout`` seconds passed first."""
-        if not self._thread.is_alive():
-            return not self._queue
+        the event loop, or use :meth:`aflush`). Returns False when ``timeout`` seconds
+        (None: no limit) passed first; the records are still delivered later."""
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
+            raise InvalidArgumentError(
+                f"timeout must be None or a number of seconds >= 0, got {timeout!r}"
+            )
+        if self._thread is threading.current_thread() or not self._thread.is_alive():
+            return not any(item.__class__ is not _Marker for item in self._queue)
         marker = _Marker()
         self._queue.append(marker)
         self._wake.set()
+        if self._finished:
+            self._sweep()
         return marker.done.wait(timeout)
 
-    def close(self) -> None:
-        """Detach every session, deliver what is queued, stop the worker, release
-        resources. Idempotent. Records received afterwards are counted as dropped."""
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is queued, stop the worker, release resources. Idempotent.
+
+        Blocks until the last batch is written (use :meth:`aclose` on an event loop), or
+        at most ``timeout`` seconds: then what is still queued or being written is counted
+        as dropped (a batch that is written later after all is taken off the count), and
+        the resources are left to the stuck worker. Records received afterwards, from
+        sessions still attached, are counted as dropped.
+        """
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
+            raise InvalidArgumentError(
+                f"timeout must be None or a number of seconds >= 0, got {timeout!r}"
+            )
         with self._attach_lock:
             if self._closed:
                 return
             self._closed = True
-        self._detach_all()
+        atexit.unregister(self._close_at_exit)
         self._stop = True
         self._wake.set()
         if self._thread is not threading.current_thread():
-            self._thread.join()
-        leftover = sum(1 for item in self._queue if item.__class__ is not _Marker)
-        self._queue.clear()
-        if leftover:  # the worker died: count what it never delivered
-            self._drop(leftover, "the writer thread stopped")
+            self._thread.join(timeout)
+        stuck = self._thread.is_alive() and self._thread is not threading.current_thread()
+        if stuck:
+            with self._drop_lock:
+                self._abandoned = True
+                inflight = self._inflight
+                if inflight:
+                    self._dropped += inflight
+                    self._inflight_counted = True
+        self._finished = True
+        self._sweep()  # records that raced with close(), or a worker that died or hangs
+        if stuck:
+            self._log.log(
+                "stuck", logging.WARNING,
+                "callmeter: %r: the worker did not finish within %s s; %d record(s) being "
+                "written counted as dropped, resources left open", self, timeout, inflight,
+            )  # fmt: skip
+            return
         try:
             self.close_resources()
         except Exception:
             logger.exception("callmeter: closing %r failed", self)
-        atexit.unregister(self.close)
+
+    def _close_at_exit(self) -> None:
+        self.close(self.exit_timeout)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """:meth:`close` in a worker thread, so the event loop keeps running."""
+        await asyncio.to_thread(self.close, timeout)

@@ -19,8 +19,10 @@ from .types import AgentMetrics, Seconds, Timestamp, TurnBreakdown, TurnMetrics
 RECORD_VERSION = 1
 """Version of the record format written by this callmeter (the ``v`` field)."""
 
-Seq = Annotated[int, Meta(ge=0)]
-"""A record's position in its session: 0, 1, 2, ... (checked when decoding)."""
+Seq = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+"""A record's position in its session: 0, 1, 2, ... (a signed 64-bit integer for stores)."""
+Version = Annotated[int, Meta(ge=1)]
+"""The record format version (``v``)."""
 Labels = dict[str, str]
 
 
@@ -32,7 +34,7 @@ class MetricsCollectedEvent(
     ``created_at`` is wall-clock seconds since the epoch (the metric's ``timestamp``).
     """
 
-    v: int = RECORD_VERSION
+    v: Version = RECORD_VERSION
     session_id: str
     seq: Seq = 0
     created_at: Timestamp
@@ -44,7 +46,7 @@ class MetricsCollectedEvent(
 class SessionStartedEvent(Struct, kw_only=True, tag_field="event", tag="session_started"):
     """Emitted as ``session_started`` when a session starts."""
 
-    v: int = RECORD_VERSION
+    v: Version = RECORD_VERSION
     session_id: str
     seq: Seq = 0
     created_at: Timestamp
@@ -55,7 +57,7 @@ class SessionStartedEvent(Struct, kw_only=True, tag_field="event", tag="session_
 class CloseEvent(Struct, kw_only=True, tag_field="event", tag="close"):
     """Emitted as ``close`` when a session closes. ``duration`` is its wall-clock length."""
 
-    v: int = RECORD_VERSION
+    v: Version = RECORD_VERSION
     session_id: str
     seq: Seq = 0
     created_at: Timestamp
@@ -79,7 +81,7 @@ class LatencyBudgetExceededEvent(
 ):
     """Emitted as ``latency_budget_exceeded`` when a turn goes over a latency budget."""
 
-    v: int = RECORD_VERSION
+    v: Version = RECORD_VERSION
     session_id: str
     seq: Seq = 0
     created_at: Timestamp

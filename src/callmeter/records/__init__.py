@@ -16,12 +16,13 @@ from ..model.events import (
     Record,
     SessionStartedEvent,
 )
-from .codec import decode, encode, encode_lines
+from .codec import KINDS, decode, encode, encode_lines
 from .reader import DEFAULT_MAX_LINE_BYTES, LineError, ReadStats, RecordReader, read_records
-from .schema import json_schema
+from .schema import json_schema, json_schema_text
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
+    "KINDS",
     "RECORD_EVENTS",
     "RECORD_TYPES",
     "RECORD_VERSION",
@@ -37,5 +38,6 @@ __all__ = [
     "encode",
     "encode_lines",
     "json_schema",
+    "json_schema_text",
     "read_records",
 ]

@@ -26,11 +26,14 @@ _BOM = b"\xef\xbb\xbf"
 
 @dataclass(slots=True)
 class LineError:
-    """A line that was skipped: its 1-based number, why (``kind``) and a message."""
+    """A line that was skipped: its 1-based number, why (``kind``, one of
+    :data:`~callmeter.records.codec.KINDS`), a message and the offending field's JSON path
+    when known."""
 
     line: int
     kind: str
     message: str
+    field: str | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +70,14 @@ class RecordReader:
             raise InvalidArgumentError(f"max_line_bytes must be an int, got {max_line_bytes!r}")
         if max_line_bytes < 1:
             raise InvalidArgumentError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
+        if isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 0:
+            raise InvalidArgumentError(f"max_errors must be an int >= 0, got {max_errors!r}")
+        if not isinstance(source, str | os.PathLike) and not callable(
+            getattr(source, "readline", None)
+        ):
+            raise InvalidArgumentError(
+                f"RecordReader needs a path or a binary file object, got {type(source).__name__}"
+            )
         self._source = source
         self.max_line_bytes = max_line_bytes
         self.max_errors = max_errors
@@ -94,10 +105,10 @@ class RecordReader:
             return f, True
         return src, False
 
-    def _skip(self, n: int, kind: str, message: str) -> None:
+    def _skip(self, n: int, kind: str, message: str, field: str | None) -> None:
         self.stats.skipped[kind] += 1
         if len(self.errors) < self.max_errors:
-            self.errors.append(LineError(n, kind, message))
+            self.errors.append(LineError(n, kind, message, field))
 
     def __iter__(self) -> Iterator[Record]:
         f, owned = self._open()
@@ -115,16 +126,24 @@ class RecordReader:
             raw = f.readline(limit + 1)
             if not raw:
                 return
+            if not isinstance(raw, bytes | bytearray):
+                raise InvalidArgumentError("RecordReader needs a file opened in binary mode ('rb')")
             n += 1
             self.position += len(raw)
+            cut = len(raw) > limit and not raw.endswith(b"\n")
             if n == 1 and raw.startswith(_BOM):
                 raw = raw[3:]
-            if len(raw) > limit and not raw.endswith(b"\n"):
-                while raw and not raw.endswith(b"\n"):  # drop the rest of the line
+                if cut:  # the limit applies to the line without its BOM
+                    more = f.readline(limit + 1 - len(raw))
+                    self.position += len(more)
+                    raw += more
+                    cut = len(raw) > limit and not raw.endswith(b"\n")
+            if cut:
+                while raw and not raw.endswith(b"\n"):  # skip the rest, 1 MiB at a time
                     raw = f.readline(1 << 20)
                     self.position += len(raw)
                 stats.lines += 1
-                self._skip(n, "too_long", f"line longer than {limit} bytes")
+                self._skip(n, "too_long", f"line longer than {limit} bytes", None)
                 continue
             body = raw.strip()
             if not body:
@@ -134,7 +153,11 @@ class RecordReader:
             try:
                 record = decode(body)
             except InvalidRecordError as exc:
-                self._skip(n, exc.kind, str(exc))
+                if not raw.endswith(b"\n") and exc.kind == "malformed":
+                    why = f"partial last line (a writer stopped mid-line): {exc}"
+                    self._skip(n, "truncated", why, None)
+                else:
+                    self._skip(n, exc.kind, str(exc), exc.field)
                 continue
             stats.records += 1
             yield record
@@ -143,5 +166,6 @@ class RecordReader:
 def read_records(
     source: str | os.PathLike[str] | BinaryIO, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 ) -> Iterator[Record]:
-    """Shorthand: the valid records of a JSONL file (bad lines skipped)."""
+    """Shorthand: the valid records of a JSONL file (bad lines skipped; use
+    :class:`RecordReader` to see what was skipped)."""
     return iter(RecordReader(source, max_line_bytes=max_line_bytes))
