@@ -7,6 +7,7 @@ import math
 import re
 import threading
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -36,7 +37,7 @@ from ...model.types import (
     TurnMetrics,
 )
 from ...pricing import resolve_prices
-from ...pricing.cost import amounts_of
+from ...pricing.cost import LARGE_REQUEST_TOKENS, amounts_of
 from ..sink import SinkBase
 from ._aggregates import (
     CALL_BUCKETS,
@@ -54,6 +55,7 @@ __all__ = ["CallMonitor"]
 
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _KIND = {LLMMetrics: "llm", STTMetrics: "stt", TTSMetrics: "tts", RealtimeModelMetrics: "realtime"}
+_MAX_USAGE = 1000  # (kind, provider, model) entries kept for pricing; beyond, unpriced
 _BATCH = 1024  # records folded at once on the emitting thread
 _FORCE = 64 * _BATCH  # beyond this many waiting records, the emitting thread waits to fold
 
@@ -165,6 +167,7 @@ class CallMonitor(SinkBase):
         self._stt_duration = HistogramFamily(lat)
         self._tool_duration = HistogramFamily(lat)
         self._usage: dict[tuple[Any, ...], ModelUsage] = {}
+        self._llm_slots: dict[Any, tuple[Any, Any, Any]] = {}
         self._tts_chars: dict[tuple[str, str], int] = {}
         self._stt_audio: dict[tuple[str, str], float] = {}
         self._over_budget = 0
@@ -219,11 +222,49 @@ class CallMonitor(SinkBase):
         del buf[:n]  # appends made meanwhile stay behind position n
         lat = self._lat
         models = self._models
+        slots = self._llm_slots
+        large = LARGE_REQUEST_TOKENS
         for record in batch:
             try:
                 cls = record.__class__
                 if cls is MetricsCollectedEvent:
-                    self._fold_metric(record.metrics, lat, models)
+                    m = record.metrics
+                    # Fast path: a well-formed LLM event of a model seen before.
+                    if m.__class__ is LLMMetrics:
+                        slot = slots.get(m.metadata)
+                        d = m.duration
+                        p = m.prompt_tokens
+                        o = m.completion_tokens
+                        c = m.prompt_cached_tokens
+                        if (
+                            slot is not None
+                            and d.__class__ is float
+                            and 0.0 <= d <= 1e9
+                            and m.usage_reported
+                            and p.__class__ is o.__class__ is c.__class__ is int
+                            and 0 <= c <= p < large
+                            and o >= 0
+                            and not (
+                                m.cache_creation_tokens
+                                or m.input_audio_tokens
+                                or m.output_audio_tokens
+                                or m.reasoning_tokens
+                            )
+                        ):
+                            h, th, small = slot
+                            h.counts[bisect_left(lat, d)] += 1
+                            h.sum += d
+                            t = m.ttft
+                            if t.__class__ is float and 0.0 <= t <= 1e9:
+                                th.counts[bisect_left(lat, t)] += 1
+                                th.sum += t
+                            small.requests += 1
+                            small.input_tokens += p
+                            small.output_tokens += o
+                            if c:
+                                small.cache_read_tokens += c
+                            continue
+                    self._fold_metric(m, lat, models)
                 elif cls is SessionStartedEvent:
                     self._started += 1
                 elif cls is CloseEvent:
@@ -284,7 +325,17 @@ class CallMonitor(SinkBase):
         ukey = (kind, provider, model)
         usage = self._usage.get(ukey)
         if usage is None:
-            usage = self._usage[ukey] = ModelUsage(kind, provider, model)
+            if len(self._usage) >= _MAX_USAGE:  # bounded memory: no price for the rest
+                ukey = (kind, provider, None)
+                usage = self._usage.get(ukey)
+            if usage is None:
+                usage = self._usage[ukey] = ModelUsage(kind, provider, ukey[2])
+        if cls is LLMMetrics and len(self._llm_slots) < _MAX_USAGE and ukey[2] == model:
+            self._llm_slots[md] = (
+                self._llm_duration.child(label),
+                self._llm_ttft.child(label),
+                usage.small,
+            )
         a = amounts_of(m)
         if a is None or not _consistent(a):
             if a is not None:
