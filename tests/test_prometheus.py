@@ -562,3 +562,32 @@ def test_import_is_light():
     code = "import sys, callmeter; print('prometheus_client' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_grafana_dashboard_and_docs_queries_use_exported_metrics(registry):
+    """The committed dashboard parses, has the required panels, and every metric its
+    queries (and the PromQL in docs/monitoring.md) name is one the monitor exports."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    dash = json.loads((root / "docs/grafana/callmeter.json").read_text())
+    assert dash["uid"] and dash["schemaVersion"] >= 30
+    assert dash["__inputs"][0]["pluginId"] == "prometheus"
+    titles = " | ".join(p["title"] for p in dash["panels"]).lower()
+    for needed in ("active calls", "p50", "p95", "component", "tool error rate", "cost per hour"):
+        assert needed in titles, needed
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    doc = (root / "docs/monitoring.md").read_text()
+    exprs += re.findall(r"```text\n((?:histogram_quantile|sum)[^`]*)```", doc)
+    assert len(exprs) >= 12
+
+    monitor = CallMonitor(registry=registry, cpu_threshold=1.0)
+    s = monitor.attach(AgentSession())
+    run_call(s, fail_tool=True)
+    exported = {x.name for f in registry.collect() for x in f.samples}
+    used = {name for e in exprs for name in re.findall(r"\bcallmeter_[a-z0-9_]+", e)}
+    assert used and used <= exported, used - exported
+    monitor.close()
