@@ -591,3 +591,29 @@ def test_grafana_dashboard_and_docs_queries_use_exported_metrics(registry):
     used = {name for e in exprs for name in re.findall(r"\bcallmeter_[a-z0-9_]+", e)}
     assert used and used <= exported, used - exported
     monitor.close()
+
+
+def test_cost_between_scrapes_and_large_requests(registry):
+    """Cost is priced per scrape on the new usage only; large requests alone. The total
+    equals the session's own exact cost and never goes down."""
+    monitor = CallMonitor(registry=registry)
+    s = monitor.attach(AgentSession())
+
+    def cost() -> float:
+        fams = {f.name: f for f in registry.collect()}
+        found = samples(fams["callmeter_cost_usd"], "callmeter_cost_usd_total", kind="llm")
+        return found[0].value if found else 0.0
+
+    costs = []
+    with s:
+        for prompt in (1000, 40_000, 2000, 250_000, 10):
+            with s.llm_generation(model="gemini-1.5-pro", provider="google") as gen:
+                gen.set_usage(prompt_tokens=prompt, completion_tokens=100)
+            costs.append(cost())
+    assert costs == sorted(costs) and costs[0] > 0
+    (mu,) = s.usage.by_model.values()
+    assert mu.cost is not None
+    assert costs[-1] == pytest.approx(float(mu.cost), rel=1e-12)
+    fams = {f.name: f for f in registry.collect()}
+    assert value(fams["callmeter_tokens"], "callmeter_tokens_total", kind="input") == 293_010
+    monitor.close()

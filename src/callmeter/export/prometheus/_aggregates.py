@@ -6,6 +6,7 @@ The monitor folds records into these in batches and renders them at scrape time.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -173,7 +174,7 @@ class ModelUsage:
         self.price: Any = None
         self.priced = False  # looked up yet
         self._cost = Decimal(0)
-        self._cost_at = -1  # small.requests when _cost was computed
+        self._cost_at = Amounts()  # the part of ``small`` already in _cost
 
     def add(self, a: Amounts, prices: Any) -> None:
         """Add one request's amounts (a large request is priced now, alone)."""
@@ -200,19 +201,23 @@ class ModelUsage:
         return self.price
 
     def cost(self, prices: Any) -> Decimal | None:
-        """Exact USD so far, or None when the model has no price. Monotone: amounts only
-        grow and rates are fixed, so the cost never goes down between scrapes."""
+        """Exact USD so far, or None when the model has no price.
+
+        Only the usage added since the previous call is priced, and added to what was
+        priced before: the counter never goes down, even if a rate changes on a date.
+        """
         price = self.lookup(prices)
         if price is None:
             return None
-        if self._cost_at != self.small.requests:
+        small = self.small
+        if self._cost_at.requests != small.requests:
+            delta = _minus(small, self._cost_at)
             try:
-                small = price_amounts(price, self.small, self.kind, base_tier=True)
+                self._cost += price_amounts(price, delta, self.kind, base_tier=True)
             except Exception as e:
                 log.warning("callmeter: cannot price %s/%s: %s", self.provider, self.model, e)
                 return None
-            self._cost = small
-            self._cost_at = self.small.requests
+            self._cost_at = copy.copy(small)
         return self._cost + self.large_cost
 
     def tokens(self) -> dict[str, int]:
@@ -231,3 +236,18 @@ class ModelUsage:
     @property
     def requests(self) -> int:
         return self.small.requests + self.large.requests
+
+
+def _minus(a: Amounts, b: Amounts) -> Amounts:
+    return Amounts(
+        a.requests - b.requests,
+        a.input_tokens - b.input_tokens,
+        a.cache_read_tokens - b.cache_read_tokens,
+        a.cache_write_tokens - b.cache_write_tokens,
+        a.output_tokens - b.output_tokens,
+        a.input_audio_tokens - b.input_audio_tokens,
+        a.output_audio_tokens - b.output_audio_tokens,
+        a.cache_audio_read_tokens - b.cache_audio_read_tokens,
+        a.audio_seconds - b.audio_seconds,
+        a.characters - b.characters,
+    )
