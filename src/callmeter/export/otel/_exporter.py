@@ -184,6 +184,7 @@ class OTelExporter(QueueSink):
             sc.BUDGET_EXCEEDED, unit="{turn}", description="Turns over a latency budget."
         )
         self._attrs: dict[tuple[Any, ...], dict[str, str]] = {}
+        self._chat: dict[tuple[Any, Any], tuple[dict[str, str], ...]] = {}
         self._calls: dict[str, _Call] = {}
         super().__init__(
             max_queue=max_queue,
@@ -245,12 +246,16 @@ class OTelExporter(QueueSink):
         cls = m.__class__
         if cls is LLMMetrics or cls is RealtimeModelMetrics:
             md = m.metadata
-            attrs = self._model_attrs(sc.CHAT, md, getattr(m, "error", None))
+            key = (md, getattr(m, "error", None))
+            entry = self._chat.get(key)
+            if entry is None:
+                entry = self._chat_entry(key)
+            attrs, tin, tout = entry
             d = m.duration
-            if _ok_seconds(d):
+            if (d.__class__ is float or d.__class__ is int) and 0 <= d <= 1e9:
                 self._op_duration.record(d, attrs)
             t = m.ttft
-            if _ok_seconds(t):
+            if (t.__class__ is float or t.__class__ is int) and 0 <= t <= 1e9:
                 self._ttfc.record(t, attrs)
             if cls is LLMMetrics:
                 if m.usage_reported:
@@ -259,13 +264,12 @@ class OTelExporter(QueueSink):
                     inp = out = None
             else:
                 inp, out = m.input_tokens, m.output_tokens
-            if inp is not None:
-                tin, tout = self._token_attrs(attrs)
-                if inp.__class__ is int and inp >= 0:
-                    self._tokens.record(inp, tin)
-                if out.__class__ is int and out >= 0:
-                    self._tokens.record(out, tout)
-            self._spend(spend, m, md)
+            if inp.__class__ is int and inp >= 0:
+                self._tokens.record(inp, tin)
+            if out.__class__ is int and out >= 0:
+                self._tokens.record(out, tout)
+            if self._prices is not None:
+                self._spend(spend, m, md)
         elif cls is ToolMetrics:
             d = m.duration
             if _ok_seconds(d):
@@ -323,14 +327,12 @@ class OTelExporter(QueueSink):
         else:
             self._span(call.ctx, m)
 
-    def _token_attrs(self, attrs: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-        key = ("tokens", id(attrs))
-        pair: Any = self._attrs.get(key)
-        if pair is None or pair[0] is not attrs:
-            pair = (attrs, {**attrs, sc.TOKEN_TYPE: "input"}, {**attrs, sc.TOKEN_TYPE: "output"})
-            if len(self._attrs) < 10_000:
-                self._attrs[key] = pair
-        return pair[1], pair[2]
+    def _chat_entry(self, key: tuple[Any, Any]) -> tuple[dict[str, str], ...]:
+        attrs = self._model_attrs(sc.CHAT, key[0], key[1])
+        entry = (attrs, {**attrs, sc.TOKEN_TYPE: "input"}, {**attrs, sc.TOKEN_TYPE: "output"})
+        if len(self._chat) < 10_000:
+            self._chat[key] = entry
+        return entry
 
     def _spend(self, spend: dict, m: Any, md: Any) -> None:
         if self._prices is None:
