@@ -57,6 +57,7 @@ class CappedNames:
 
 _KIND = {LLMMetrics: "llm", STTMetrics: "stt", TTSMetrics: "tts", RealtimeModelMetrics: "realtime"}
 _NS = 1_000_000_000
+_MAX_OPEN_CALLS = 100_000
 
 
 def _ns(seconds: float) -> int:
@@ -383,6 +384,9 @@ class OTelExporter(QueueSink):
         call = self._calls.get(record.session_id)
         if call is not None:
             return call
+        if len(self._calls) >= _MAX_OPEN_CALLS:  # sessions that never close: bounded memory
+            self._drop(1, f"more than {_MAX_OPEN_CALLS} calls open: record left out of traces")
+            return _Call(None, started_at)
         agent = record.agent_name or "agent"
         attrs = {
             sc.OPERATION_NAME: sc.INVOKE_AGENT,
