@@ -252,7 +252,7 @@ def main() -> None:
     if otel:
         sdk = med[otel_names[0]]
         print(
-            f"\nOTelExporter emitting thread: {med[otel_names[1]] / sdk:.2f}x of the SDK records; "
+            f"\nOTelExporter emitting thread: {med[otel_names[1]] / sdk:.3f}x of the SDK records; "
             f"whole process CPU: {med[otel_names[2]] / sdk:.2f}x; goal <= 1.0x"
         )
     sys.stdout.flush()
