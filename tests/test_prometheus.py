@@ -442,6 +442,21 @@ def test_asgi_and_wsgi_apps(registry):
     status, body = asyncio.run(call("/health"))
     assert status == 503 and json.loads(body)["status"] == "under load"
 
+    async def lifespan() -> list:
+        inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list = []
+
+        async def receive():
+            return inbox.pop(0)
+
+        async def send(msg):
+            sent.append(msg["type"])
+
+        await app({"type": "lifespan"}, receive, send)
+        return sent
+
+    assert asyncio.run(lifespan()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
     wsgi = monitor.wsgi_app()
     got: list = []
     out = wsgi({"PATH_INFO": "/health", "REQUEST_METHOD": "GET"}, lambda st, h: got.append(st))
@@ -645,3 +660,17 @@ def test_dropped_records_of_sessions_never_go_down(registry):
     del s
     assert dropped() == 5
     monitor.close()
+
+
+def test_default_registry_is_used_and_released():
+    from prometheus_client import REGISTRY, generate_latest
+
+    monitor = CallMonitor(namespace="callmeter_default_test")
+    try:
+        with monitor.attach(AgentSession()):
+            pass
+        text = generate_latest(REGISTRY).decode()
+        assert "callmeter_default_test_calls_ended_total" in text
+    finally:
+        monitor.close()
+    assert "callmeter_default_test_" not in generate_latest(REGISTRY).decode()

@@ -50,6 +50,14 @@ def make_asgi_app(monitor: CallMonitor) -> Any:
     metrics = _prom_asgi(monitor.registry)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") == "lifespan":  # served on its own by uvicorn & co.
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
         if scope.get("type") == "http" and scope.get("path") == HEALTH_PATH:
             code, body = _health(monitor)
             await send(
