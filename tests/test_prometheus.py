@@ -674,3 +674,19 @@ def test_default_registry_is_used_and_released():
     finally:
         monitor.close()
     assert "callmeter_default_test_" not in generate_latest(REGISTRY).decode()
+
+
+def test_a_hung_client_does_not_block_scrapes(served):
+    """A client that connects and never sends a request holds only its own thread."""
+    import socket
+
+    _monitor, server = served
+    hung = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        hung.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never finishes the request
+        fams = scrape(server.url)
+        assert "callmeter_calls_active" in fams
+        with urllib.request.urlopen(server.url + "/health", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        hung.close()
