@@ -690,3 +690,20 @@ def test_a_hung_client_does_not_block_scrapes(served):
             assert resp.status == 200
     finally:
         hung.close()
+
+
+def test_speech_cost_applies_per_request_billing_rules(registry):
+    """Groq whisper bills at least 10 s per request: ten 2 s requests cost what the
+    session's own summary says, per request, not 20 s at the per-second rate."""
+    monitor = CallMonitor(registry=registry)
+    s = monitor.attach(AgentSession())
+    with s:
+        for _ in range(10):
+            with s.stt_request(model="whisper-large-v3", provider="groq") as stt:
+                stt.set_usage(audio_duration=2.0)
+    fams = {f.name: f for f in registry.collect()}
+    got = value(fams["callmeter_cost_usd"], "callmeter_cost_usd_total", kind="stt")
+    expected = s.usage.cost_by_kind["stt"]
+    assert got == pytest.approx(float(expected), rel=1e-12)
+    assert float(expected) == pytest.approx(10 * 10 * 0.111 / 3600, rel=1e-9)
+    monitor.close()

@@ -41,9 +41,10 @@ from .ledger import (
     Ledger,
     ModelKey,
     Part,
+    amounts_of,
     apply_rule,
 )
-from .prices import Prices, ResolvedPrice, rule_of
+from .prices import Prices, ResolvedPrice, billing_rule, rule_of
 
 __all__ = [
     "DEFAULT_MAX_TURNS",
@@ -51,6 +52,8 @@ __all__ = [
     "Amounts",
     "CostReport",
     "Ledger",
+    "amounts_of",
+    "billing_rule",
     "format_usd",
     "price_amounts",
     "price_ledger",

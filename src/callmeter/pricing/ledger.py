@@ -151,6 +151,50 @@ def apply_rule(us: int, rule: tuple[int, int] | None) -> int:
     return -(-us // inc) * inc
 
 
+def amounts_of(m: Any, rule: tuple[int, int] | None = None) -> Amounts | None:
+    """The billable amounts of one metrics event, as the ledger counts them (None: not
+    billable, or usage not reported). ``rule`` is the model's per-request billing rule
+    (see :func:`~callmeter.pricing.prices.billing_rule`), applied to speech audio."""
+    t = m.__class__
+    if t is LLMMetrics:
+        if not m.usage_reported:
+            return None
+        return Amounts(
+            1,
+            m.prompt_tokens,
+            m.prompt_cached_tokens,
+            m.cache_creation_tokens,
+            m.completion_tokens,
+            m.input_audio_tokens,
+            m.output_audio_tokens,
+        )
+    if t is STTMetrics or t is TTSMetrics:
+        us = round(m.audio_duration * 1_000_000)  # NaN and inf raise here
+        if us < 0:
+            raise ValueError(f"audio_duration must be non-negative, got {m.audio_duration}")
+        billed = apply_rule(us, rule)
+        if t is TTSMetrics:  # a TTS model's output tokens are audio tokens
+            out = m.output_tokens
+            return Amounts(1, m.input_tokens, 0, 0, out, 0, out, 0, billed, m.characters_count)
+        return Amounts(
+            1, m.input_tokens, 0, 0, m.output_tokens, m.input_audio_tokens, 0, 0, billed, 0
+        )
+    if t is RealtimeModelMetrics:
+        i, o = m.input_token_details, m.output_token_details
+        cached_audio = i.cached_tokens_details.audio_tokens if i.cached_tokens_details else 0
+        return Amounts(
+            1,
+            m.input_tokens,
+            i.cached_tokens,
+            0,
+            m.output_tokens,
+            i.audio_tokens,
+            o.audio_tokens,
+            cached_audio,
+        )
+    return None
+
+
 class Part:
     """The billable quantities of one part of a call (a turn, the unattributed usage or
     the dropped turns): per-model vectors plus large requests kept one by one."""

@@ -790,6 +790,13 @@ class Prices:
             self.lookup("gpt-4o-mini", "openai")
 
 
+def billing_rule(price: ResolvedPrice | None) -> tuple[int, int] | None:
+    """The per-request billing rule of a resolved price, or None (none, or no price)."""
+    if price is None or price.entry is None:
+        return None
+    return rule_of(price.entry)
+
+
 def rule_of(entry: PriceEntry) -> tuple[int, int] | None:
     """An entry's billing rule as ``(minimum, increment)`` microseconds, or None."""
     if entry.min_seconds is None and entry.increment_seconds is None:

@@ -28,7 +28,13 @@ from ...model.types import (
     TurnMetrics,
 )
 from ...pricing import resolve_prices
-from ...pricing.cost import LARGE_REQUEST_TOKENS, Amounts, amounts_of, price_amounts
+from ...pricing.cost import (
+    LARGE_REQUEST_TOKENS,
+    Amounts,
+    amounts_of,
+    billing_rule,
+    price_amounts,
+)
 from ..sink import QueueSink
 from . import _semconv as sc
 
@@ -338,7 +344,16 @@ class OTelExporter(QueueSink):
     def _spend(self, spend: dict, m: Any, md: Any) -> None:
         if self._prices is None:
             return
-        a = amounts_of(m)
+        rule = None
+        if md is not None and md.model_name and m.__class__ in (STTMetrics, TTSMetrics):
+            try:
+                rule = billing_rule(self._prices.lookup(md.model_name, md.model_provider))
+            except Exception:
+                rule = None
+        try:
+            a = amounts_of(m, rule)
+        except (TypeError, ValueError, OverflowError):
+            return
         if a is None:
             return
         # Requests below the lowest tier start are priced together; a large one alone.

@@ -248,6 +248,6 @@ def _minus(a: Amounts, b: Amounts) -> Amounts:
         a.input_audio_tokens - b.input_audio_tokens,
         a.output_audio_tokens - b.output_audio_tokens,
         a.cache_audio_read_tokens - b.cache_audio_read_tokens,
-        a.audio_seconds - b.audio_seconds,
+        a.audio_us - b.audio_us,
         a.characters - b.characters,
     )

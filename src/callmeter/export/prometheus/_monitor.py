@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 import threading
 import weakref
@@ -37,7 +36,7 @@ from ...model.types import (
     TurnMetrics,
 )
 from ...pricing import resolve_prices
-from ...pricing.cost import LARGE_REQUEST_TOKENS, amounts_of
+from ...pricing.cost import LARGE_REQUEST_TOKENS, amounts_of, billing_rule
 from ..sink import SinkBase
 from ._aggregates import (
     CALL_BUCKETS,
@@ -336,7 +335,12 @@ class CallMonitor(SinkBase):
                 self._llm_ttft.child(label),
                 usage.small,
             )
-        a = amounts_of(m)
+        speech = cls is STTMetrics or cls is TTSMetrics
+        try:
+            a = amounts_of(m, billing_rule(usage.lookup(self._prices)) if speech else None)
+        except (TypeError, ValueError, OverflowError):
+            a = None
+            self._invalid += 1
         if a is None or not _consistent(a):
             if a is not None:
                 self._invalid += 1
@@ -612,7 +616,7 @@ def _consistent(a: Any) -> bool:
         and a.cache_audio_read_tokens <= min(a.cache_read_tokens, a.input_audio_tokens)
         and a.output_audio_tokens <= a.output_tokens
         and min(i, a.output_tokens, a.cache_read_tokens, a.characters) >= 0
-        and not (isinstance(a.audio_seconds, float) and not 0 <= a.audio_seconds < math.inf)
+        and a.audio_us >= 0
     )
 
 
