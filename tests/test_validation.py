@@ -32,7 +32,7 @@ def good_events() -> list:
         metrics.EOUMetrics(timestamp=T0 + 1, started_at=T0, end_of_utterance_delay=0.3),
         metrics.RealtimeModelMetrics(
             timestamp=T0 + 1, started_at=T0, duration=0.5, input_tokens=5, output_tokens=7
-        ),  # fmt: skip
+        ),
         metrics.TurnMetrics(timestamp=T0 + 2, started_at=T0, duration=1.0, e2e_latency=1.0),
     ]
 
