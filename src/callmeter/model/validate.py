@@ -347,13 +347,16 @@ _CHECKS: dict[type, Callable[[Any], str | None]] = {
 }
 
 
+_NOTHING = object()
+
+
 class _LastValid:
     """The event a session validated most recently (see :data:`last_valid`)."""
 
     __slots__ = ("event",)
 
     def __init__(self) -> None:
-        self.event: Any = None
+        self.event: Any = _NOTHING
 
 
 last_valid = _LastValid()

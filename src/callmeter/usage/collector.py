@@ -380,7 +380,7 @@ class UsageCollector:
             tu.total_duration += duration
             if duration > tu.max_duration:
                 tu.max_duration = duration
-            if not m.success:
+            if not m.success and not m.cancelled:  # a cancelled call did not fail
                 tu.errors += 1
         tools = self._tools
         for name, d in delta.items():
