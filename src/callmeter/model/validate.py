@@ -83,26 +83,17 @@ def _metadata(md: Any) -> str | None:
 
 
 def _llm(
-    m: LLMMetrics, _real: frozenset[type] = _REAL, _son: frozenset[type] = _STR_OR_NONE
+    m: LLMMetrics,
+    _float: type = float,
+    _int: type = int,
+    _bool: type = bool,
+    _str: type = str,
+    _md_ok: dict[int, Metadata] = _valid_metadata,
 ) -> str | None:
-    # Hot path: exact classes, then ranges (NaN fails every comparison).
+    # The hot path, as one expression of attribute reads, class identity checks and
+    # comparisons (NaN fails every comparison; the 1e9/1e11 literals are MAX_SECONDS and
+    # MAX_TIMESTAMP). A bitwise OR of ints is negative iff one of them is.
     ts, st, d, ttft, tps = m.timestamp, m.started_at, m.duration, m.ttft, m.tokens_per_second
-    if not (
-        ts.__class__ in _real
-        and st.__class__ in _real
-        and d.__class__ in _real
-        and tps.__class__ in _real
-        and ttft.__class__ in _real
-        and 0.0 <= ts <= MAX_TIMESTAMP
-        and 0.0 <= st <= MAX_TIMESTAMP
-        and 0.0 <= d <= MAX_SECONDS
-        and 0.0 <= tps <= MAX_SECONDS
-        and (0.0 <= ttft <= MAX_SECONDS or ttft == -1.0)
-    ):
-        return (
-            "timestamp, started_at, duration, tokens_per_second must be finite, non-negative "
-            "numbers, ttft too (or -1)"
-        )
     a, b, c, t = m.prompt_tokens, m.completion_tokens, m.prompt_cached_tokens, m.total_tokens
     e, f, g, h = (
         m.cache_creation_tokens,
@@ -110,39 +101,38 @@ def _llm(
         m.input_audio_tokens,
         m.output_audio_tokens,
     )
-    if not (
-        a.__class__ is int
-        and b.__class__ is int
-        and c.__class__ is int
-        and t.__class__ is int
-        and e.__class__ is int
-        and f.__class__ is int
-        and g.__class__ is int
-        and h.__class__ is int
-        and a >= 0
-        and b >= 0
-        and c >= 0
-        and t >= 0
-        and e >= 0
-        and f >= 0
-        and g >= 0
-        and h >= 0
+    if (
+        (ts.__class__ is _float or ts.__class__ is _int)
+        and (st.__class__ is _float or st.__class__ is _int)
+        and (d.__class__ is _float or d.__class__ is _int)
+        and (tps.__class__ is _float or tps.__class__ is _int)
+        and (ttft.__class__ is _float or ttft.__class__ is _int)
+        and 0.0 <= ts <= 1e11
+        and 0.0 <= st <= 1e11
+        and 0.0 <= d <= 1e9
+        and 0.0 <= tps <= 1e9
+        and (0.0 <= ttft <= 1e9 or ttft == -1.0)
+        and a.__class__ is _int
+        and b.__class__ is _int
+        and c.__class__ is _int
+        and t.__class__ is _int
+        and e.__class__ is _int
+        and f.__class__ is _int
+        and g.__class__ is _int
+        and h.__class__ is _int
+        and (a | b | c | t | e | f | g | h) >= 0
+        and m.cancelled.__class__ is _bool
+        and m.usage_reported.__class__ is _bool
+        and m.label.__class__ is _str
+        and m.request_id.__class__ is _str
+        and ((err := m.error) is None or err.__class__ is _str)
+        and ((sid := m.speech_id) is None or sid.__class__ is _str)
     ):
-        return "token counts must be non-negative ints"
-    if not (
-        m.cancelled.__class__ is bool
-        and m.usage_reported.__class__ is bool
-        and m.label.__class__ is str
-        and m.request_id.__class__ is str
-        and m.error.__class__ in _son
-        and m.speech_id.__class__ in _son
-    ):
-        return (
-            "cancelled/usage_reported must be bool, label/request_id str, "
-            "error/speech_id str or None"
-        )
-    md = m.metadata
-    return None if md is None else _metadata(md)
+        md = m.metadata
+        if md is None or _md_ok.get(id(md)) is md:
+            return None
+        return _metadata(md)
+    return "invalid LLMMetrics"  # the caller names the field (_explain)
 
 
 def _tool(
@@ -153,9 +143,9 @@ def _tool(
         ts.__class__ in _real
         and st.__class__ in _real
         and d.__class__ in _real
-        and 0.0 <= ts <= MAX_TIMESTAMP
-        and 0.0 <= st <= MAX_TIMESTAMP
-        and 0.0 <= d <= MAX_SECONDS
+        and 0.0 <= ts <= 1e11
+        and 0.0 <= st <= 1e11
+        and 0.0 <= d <= 1e9
     ):
         return "timestamp, started_at and duration must be finite, non-negative numbers"
     if not (
@@ -363,6 +353,12 @@ last_valid = _LastValid()
 """Set by a session to each event it has just validated, so a ``UsageCollector`` fed from
 its ``metrics_collected`` handler does not check the same object again. Any other object
 (another thread's event, an event built elsewhere) is checked in full."""
+
+
+CHECKS = _CHECKS
+"""Per-type check functions (exact class -> function returning None or a reason). Callers
+on the hot path look the function up themselves and fall back to :func:`check` (which
+also names the offending field) when it returns a reason, raises, or is missing."""
 
 
 def check(metrics: Any) -> str | None:

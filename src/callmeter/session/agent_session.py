@@ -32,6 +32,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_DRAIN_TIMEOUT = 5.0
 """Seconds ``async with session`` / :meth:`AgentSession.aclose` wait for async handlers."""
 _LAZY_BATCH = 8192  # events the session's own collector holds before adding them up
+_CHECKS = validate.CHECKS
+_check = validate.check
+_last_valid = validate.last_valid
 
 
 def _check_str(name: str, value: object) -> None:
@@ -90,7 +93,7 @@ class AgentSession(EventEmitter):
         self._collector = UsageCollector(keep_metrics=False, prices=prices)
         # Usage is added up when read (or every _LAZY_BATCH events, to bound memory).
         self._collector._batch = _LAZY_BATCH
-        self._collect = self._collector._collect_valid
+        self._pending = self._collector._buf  # appended to directly: validated already
         self._rejects = validate.RejectLog(logger)
         self._start_token: Token[AgentSession | None] | None = None
         self._started_wall: float | None = None
@@ -248,13 +251,22 @@ class AgentSession(EventEmitter):
         event (see :mod:`callmeter.model.validate`) is rejected as a whole, logged
         (rate-limited) and counted in :attr:`rejected_events`.
         """
-        reason = validate.check(metrics)
-        if reason is not None:
-            self._rejects.reject(f"session {self.session_id}", reason, metrics)
-            return
-        validate.last_valid.event = metrics
+        fn = _CHECKS.get(type(metrics))
         try:
-            self._collect(metrics)
+            ok = fn is not None and fn(metrics) is None
+        except Exception:
+            ok = False
+        if not ok:
+            reason = _check(metrics)  # the slow path: subclasses, and naming the bad field
+            if reason is not None:
+                self._rejects.reject(f"session {self.session_id}", reason, metrics)
+                return
+        _last_valid.event = metrics
+        try:
+            pending = self._pending
+            pending.append(metrics)
+            if len(pending) >= _LAZY_BATCH:
+                self._collector._flush()
             if self._open_turns:  # hand the event to the open turn it belongs to
                 turn = self._open_turns.get(getattr(metrics, "speech_id", None))  # type: ignore[arg-type]
                 if turn is not None:

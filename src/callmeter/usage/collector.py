@@ -29,6 +29,8 @@ from .summary import ModelUsage, ToolUsage, UsageSummary
 from .timeline import IntervalUnion
 
 UNKNOWN = "unknown"
+_CHECKS = validate.CHECKS
+_last_valid = validate.last_valid
 logger = logging.getLogger("callmeter.metrics")
 
 
@@ -137,11 +139,17 @@ class UsageCollector:
 
         Event types without totals (``VADMetrics``) are kept but add to no total.
         """
-        if metrics is not validate.last_valid.event:  # not just validated by a session
-            reason = validate.check(metrics)
-            if reason is not None:
-                self._rejects.reject("UsageCollector", reason, metrics)
-                return
+        if metrics is not _last_valid.event:  # not just validated by a session
+            fn = _CHECKS.get(type(metrics))
+            try:
+                ok = fn is not None and fn(metrics) is None
+            except Exception:
+                ok = False
+            if not ok:
+                reason = validate.check(metrics)
+                if reason is not None:
+                    self._rejects.reject("UsageCollector", reason, metrics)
+                    return
         buf = self._buf
         buf.append(metrics)  # atomic: no lock on the per-event path
         if len(buf) >= self._batch:
