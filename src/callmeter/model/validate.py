@@ -74,7 +74,10 @@ def _metadata(md: Any) -> str | None:
         return None
     if type(md) is not Metadata:
         return f"metadata must be a Metadata or None, got {type(md).__name__}"
-    if type(md.model_name) not in _STR_OR_NONE or type(md.model_provider) not in _STR_OR_NONE:
+    name, provider = md.model_name, md.model_provider
+    if not (name is None or isinstance(name, str)) or not (
+        provider is None or isinstance(provider, str)
+    ):
         return "metadata.model_name and metadata.model_provider must be str or None"
     if len(_valid_metadata) >= _MAX_REMEMBERED:
         _valid_metadata.clear()

@@ -346,8 +346,11 @@ class AgentSession(EventEmitter):
         speech_id: str | None = None,
     ) -> LLMGeneration:
         """Time one LLM request (``with`` or ``async with``); emits one ``LLMMetrics``."""
-        _check_str("model", model)
-        _check_str("provider", provider)
+        if (model is not None and model.__class__ is not str) or (
+            provider is not None and provider.__class__ is not str
+        ):
+            _check_str("model", model)
+            _check_str("provider", provider)
         return LLMGeneration(
             self,
             model=model,

@@ -99,6 +99,8 @@ class _Timer:
 
     def _outcome(self, exc_type: type[BaseException] | None) -> tuple[bool, str | None]:
         """(cancelled, error) by the three outcomes of docs/metrics.md."""
+        if exc_type is None and self.error is None and not self.cancelled:
+            return False, None
         if exc_type is not None:
             if issubclass(exc_type, CANCELLED_BY_CALLER):
                 return True, None
@@ -195,16 +197,20 @@ class LLMGeneration(_Timer):
         else:
             total = total_tokens
             ok = ok and _is_count(total)
-        extra: tuple[Any, ...] | None = (
-            cache_creation_tokens,
-            reasoning_tokens,
-            input_audio_tokens,
-            output_audio_tokens,
-        )
-        if all(_is_count(x) for x in extra):  # type: ignore[union-attr]
-            if not any(extra):  # type: ignore[arg-type]
-                extra = None
+        e, r = cache_creation_tokens, reasoning_tokens
+        ia, oa = input_audio_tokens, output_audio_tokens
+        extra: tuple[Any, ...] | None = None
+        if (
+            e.__class__ is int
+            and r.__class__ is int
+            and ia.__class__ is int
+            and oa.__class__ is int
+            and (e | r | ia | oa) >= 0
+        ):
+            if e or r or ia or oa:
+                extra = (e, r, ia, oa)
         else:
+            extra = (e, r, ia, oa)
             ok = False
         if not ok:
             logger.error(
