@@ -207,7 +207,7 @@ def test_threads_register_and_unregister_handlers_while_others_emit(busy_switchi
         for m in EVENTS[0][:3000]:
             session.emit_metrics(m)
 
-    churners = [threading.Thread(target=churn, args=(k,)) for k in range(4)]
+    churners = [threading.Thread(target=churn, args=(k,)) for k in range(THREADS)]
     emitters = [threading.Thread(target=emit) for _ in range(4)]
     for t in churners + emitters:
         t.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -289,12 +290,16 @@ async def test_concurrent_turns_keep_their_own_speech_ids():
 
 
 async def test_current_session_follows_context():
-    s = AgentSession()
-    assert current_session() is None
-    async with s:
-        assert current_session() is s
-        assert await asyncio.create_task(asyncio.sleep(0, current_session())) is s
-    assert current_session() is None
+    async def body():
+        s = AgentSession()
+        assert current_session() is None
+        async with s:
+            assert current_session() is s
+            assert await asyncio.create_task(asyncio.sleep(0, current_session())) is s
+        assert current_session() is None
+
+    # a fresh context: a session another test started and never closed is not current here
+    await asyncio.create_task(body(), context=contextvars.Context())
 
 
 def test_stt_and_tts_timers():
@@ -487,6 +492,10 @@ def test_drain_timeout_must_be_a_finite_non_negative_number():
 
 
 def test_start_makes_the_session_current_and_close_restores():
+    contextvars.Context().run(_start_makes_current)
+
+
+def _start_makes_current():
     outer = AgentSession()
     s = AgentSession()
     assert current_session() is None
@@ -501,9 +510,21 @@ def test_start_makes_the_session_current_and_close_restores():
         s2.close()
         assert current_session() is outer
     assert current_session() is None
+    # closed out of order: the earlier session is not made current again once closed
+    a, b = AgentSession(), AgentSession()
+    a.start()
+    b.start()
+    a.close()
+    assert current_session() is b
+    b.close()
+    assert current_session() is None
 
 
 def test_started_session_is_found_by_timers_of_an_instrumented_client():
+    contextvars.Context().run(_started_session_is_found)
+
+
+def _started_session_is_found():
     # What instrument(client) does without a session: it looks up current_session().
     s = AgentSession()
     s.start()
