@@ -211,3 +211,22 @@ def test_get_summary_and_usage_never_raise_on_internal_failure(caplog):
     with caplog.at_level(logging.ERROR):
         u = c.get_summary()
     assert u.cost_complete is False and "bug" in caplog.text
+
+
+def test_subclasses_are_checked_as_their_base_type():
+    class MyLLM(metrics.LLMMetrics, tag="my_llm"):
+        pass
+
+    class Wider(metrics.LLMMetrics, tag="wider_llm"):
+        note: str = ""
+
+    assert validate.check(MyLLM(timestamp=T0, started_at=T0, duration=1.0)) is None
+    assert validate.check(MyLLM(timestamp=T0, started_at=T0, duration=-1.0)) is not None
+    assert validate.check(Wider(timestamp=T0, started_at=T0, duration=1.0)) is None
+    assert validate.check(Wider(timestamp=T0, started_at=T0, duration=math.nan)) is not None
+
+
+def test_collector_rejects_none_before_any_session_validated_anything():
+    c = metrics.UsageCollector()
+    c.collect(None)
+    assert c.rejected_events == 1 and c.metrics == []

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from msgspec.structs import astuple
+
 from .types import (
     CachedTokenDetails,
     EOUMetrics,
@@ -92,18 +94,14 @@ def _llm(
     _bool: type = bool,
     _str: type = str,
     _md_ok: dict[int, Metadata] = _valid_metadata,
+    _astuple: Callable[[Any], tuple[Any, ...]] = astuple,
 ) -> str | None:
-    # The hot path, as one expression of attribute reads, class identity checks and
-    # comparisons (NaN fails every comparison; the 1e9/1e11 literals are MAX_SECONDS and
-    # MAX_TIMESTAMP). A bitwise OR of ints is negative iff one of them is.
-    ts, st, d, ttft, tps = m.timestamp, m.started_at, m.duration, m.ttft, m.tokens_per_second
-    a, b, c, t = m.prompt_tokens, m.completion_tokens, m.prompt_cached_tokens, m.total_tokens
-    e, f, g, h = (
-        m.cache_creation_tokens,
-        m.reasoning_tokens,
-        m.input_audio_tokens,
-        m.output_audio_tokens,
-    )
+    # The hot path, as one expression of class identity checks and comparisons (NaN fails
+    # every comparison; the 1e9/1e11 literals are MAX_SECONDS and MAX_TIMESTAMP). The
+    # fields are read in one call (astuple), in LLMMetrics' field order (checked below).
+    # A bitwise OR of ints is negative iff one of them is.
+    (ts, st, d, label, rid, ttft, cancelled, b, a, c, e, f, g, h, t, tps, reported, err, sid,
+     md) = _astuple(m)  # fmt: skip
     if (
         (ts.__class__ is _float or ts.__class__ is _int)
         and (st.__class__ is _float or st.__class__ is _int)
@@ -124,14 +122,13 @@ def _llm(
         and g.__class__ is _int
         and h.__class__ is _int
         and (a | b | c | t | e | f | g | h) >= 0
-        and m.cancelled.__class__ is _bool
-        and m.usage_reported.__class__ is _bool
-        and m.label.__class__ is _str
-        and m.request_id.__class__ is _str
-        and ((err := m.error) is None or err.__class__ is _str)
-        and ((sid := m.speech_id) is None or sid.__class__ is _str)
+        and cancelled.__class__ is _bool
+        and reported.__class__ is _bool
+        and label.__class__ is _str
+        and rid.__class__ is _str
+        and (err is None or err.__class__ is _str)
+        and (sid is None or sid.__class__ is _str)
     ):
-        md = m.metadata
         if md is None or _md_ok.get(id(md)) is md:
             return None
         return _metadata(md)
@@ -328,6 +325,14 @@ def _turn(m: TurnMetrics) -> str | None:
     return _metadata(m.metadata)
 
 
+_LLM_FIELDS = (
+    "timestamp", "started_at", "duration", "label", "request_id", "ttft", "cancelled",
+    "completion_tokens", "prompt_tokens", "prompt_cached_tokens", "cache_creation_tokens",
+    "reasoning_tokens", "input_audio_tokens", "output_audio_tokens", "total_tokens",
+    "tokens_per_second", "usage_reported", "error", "speech_id", "metadata",
+)  # fmt: skip
+assert LLMMetrics.__struct_fields__ == _LLM_FIELDS, "update _llm to the new LLMMetrics fields"
+
 _CHECKS: dict[type, Callable[[Any], str | None]] = {
     LLMMetrics: _llm,
     ToolMetrics: _tool,
@@ -457,7 +462,9 @@ def _find_check(metrics: Any) -> Callable[[Any], str | None] | None:
         for cls in type(metrics).__mro__[1:]:
             fn = _CHECKS.get(cls)
             if fn is not None:
-                return fn
+                if type(metrics).__struct_fields__ == cls.__struct_fields__:
+                    return fn
+                return _explain  # a subclass with more fields: field by field
     except Exception:
         return None
     return None
