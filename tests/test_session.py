@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -131,7 +132,8 @@ def test_async_handler_without_loop_is_skipped_with_warning(caplog):
     s.on("metrics_collected", h)
     with caplog.at_level(logging.WARNING), s.tool_call("t"):
         pass
-    assert "outside a running event loop" in caplog.text
+    assert "no event loop" in caplog.text
+    assert s.dropped_events == 1 and s.dropped == 1
 
 
 def test_llm_generation_measures_ttft_duration_and_speed():
@@ -169,12 +171,12 @@ def test_llm_without_usage_says_unreported():
     assert s.usage.llm_usage_unreported == 1
 
 
-def test_llm_exception_marks_cancelled_and_reraises():
+def test_llm_exception_marks_failed_and_reraises():
     s = AgentSession()
     seen = collect(s)
     with pytest.raises(TimeoutError), s.llm_generation(model="m"):
         raise TimeoutError
-    assert seen[0].cancelled and seen[0].error == "TimeoutError"
+    assert seen[0].cancelled is False and seen[0].error == "TimeoutError"
 
 
 async def test_llm_cancellation_recorded_and_reraised():
@@ -288,12 +290,16 @@ async def test_concurrent_turns_keep_their_own_speech_ids():
 
 
 async def test_current_session_follows_context():
-    s = AgentSession()
-    assert current_session() is None
-    async with s:
-        assert current_session() is s
-        assert await asyncio.create_task(asyncio.sleep(0, current_session())) is s
-    assert current_session() is None
+    async def body():
+        s = AgentSession()
+        assert current_session() is None
+        async with s:
+            assert current_session() is s
+            assert await asyncio.create_task(asyncio.sleep(0, current_session())) is s
+        assert current_session() is None
+
+    # a fresh context: a session another test started and never closed is not current here
+    await asyncio.create_task(body(), context=contextvars.Context())
 
 
 def test_stt_and_tts_timers():
@@ -341,3 +347,193 @@ def test_with_block_exception_closes_with_error_and_propagates():
     with pytest.raises(ZeroDivisionError), s:
         1 / 0  # noqa: B018
     assert closes[0].error == "ZeroDivisionError"
+
+
+# the three outcomes, from every timer ------------------------------------------------------
+
+TIMERS = {
+    "llm": lambda s: s.llm_generation(model="m"),
+    "tool": lambda s: s.tool_call("t"),
+    "stt": lambda s: s.stt_request(model="m"),
+    "tts": lambda s: s.tts_request(model="m"),
+}
+
+
+def _outcome(m) -> tuple[bool, str | None]:
+    if isinstance(m, metrics.ToolMetrics):
+        assert m.success is (not m.cancelled and m.error is None)
+    return m.cancelled, m.error
+
+
+@pytest.mark.parametrize("kind", TIMERS)
+def test_timer_outcomes_completed_failed_and_reported(kind):
+    s = AgentSession()
+    seen = collect(s)
+    with TIMERS[kind](s):
+        pass
+    with pytest.raises(ValueError), TIMERS[kind](s):
+        raise ValueError("boom")
+    with TIMERS[kind](s) as t:
+        t.error = "RateLimitError: 429"  # a failure the block handled itself
+    with TIMERS[kind](s) as t:
+        t.cancelled = True  # e.g. a stream abandoned before its end
+    assert [_outcome(m) for m in seen] == [
+        (False, None),
+        (False, "ValueError"),
+        (False, "RateLimitError: 429"),
+        (True, None),
+    ]
+
+
+@pytest.mark.parametrize("kind", TIMERS)
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, GeneratorExit, asyncio.CancelledError])
+def test_timer_cancelled_by_the_caller(kind, exc):
+    s = AgentSession()
+    seen = collect(s)
+    with pytest.raises(exc), TIMERS[kind](s):
+        raise exc
+    assert [_outcome(m) for m in seen] == [(True, None)]
+    if kind == "tool":
+        assert s.usage.tool_errors == 0 and s.usage.tool_calls == 1
+
+
+@pytest.mark.parametrize("kind", TIMERS)
+async def test_timer_cancelled_task_is_cancelled_not_failed(kind):
+    s = AgentSession()
+    seen = collect(s)
+    started = asyncio.Event()
+
+    async def work():
+        async with TIMERS[kind](s):
+            started.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(work())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [_outcome(m) for m in seen] == [(True, None)]
+
+
+def test_cancelled_tool_is_not_an_error_in_the_summary():
+    s = AgentSession()
+    with pytest.raises(asyncio.CancelledError), s.tool_call("t"):
+        raise asyncio.CancelledError
+    with pytest.raises(RuntimeError), s.tool_call("t"):
+        raise RuntimeError
+    u = s.usage
+    assert (u.tool_calls, u.tool_errors, u.by_tool["t"].errors) == (2, 1, 1)
+
+
+# handlers never replace the agent's exception ----------------------------------------------
+
+
+def test_sync_handler_raising_cancelled_error_does_not_replace_the_agents_exception(caplog):
+    s = AgentSession()
+    got: list = []
+
+    def cancels(ev):
+        raise asyncio.CancelledError
+
+    s.on("metrics_collected", cancels)
+    s.on("metrics_collected", got.append)
+    with pytest.raises(ZeroDivisionError), s.tool_call("t"):
+        1 / 0  # noqa: B018
+    with s.tool_call("t"):  # and nothing raises when the block itself succeeds
+        pass
+    assert len(got) == 2  # the other handler still ran
+    assert "CancelledError" in caplog.text
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_keyboard_interrupt_and_system_exit_from_a_handler_propagate(exc):
+    s = AgentSession()
+
+    def stop(ev):
+        raise exc
+
+    s.on("metrics_collected", stop)
+    with pytest.raises(exc), s.tool_call("t"):
+        pass
+
+
+async def test_async_handler_that_never_finishes_does_not_hang_exit(caplog):
+    s = AgentSession(drain_timeout=0.2)
+    fast: list = []
+
+    async def hangs(ev):
+        await asyncio.Event().wait()
+
+    async def quick(ev):
+        await asyncio.sleep(0.01)
+        fast.append(ev)
+
+    s.on("metrics_collected", hangs)
+    s.on("metrics_collected", quick)
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING):
+        async with s, s.tool_call("t"):
+            pass
+    assert time.perf_counter() - start < 2.0
+    assert len(fast) == 1  # the drain waited for the handler that does finish
+    assert "stopped waiting for 1 async handler" in caplog.text
+    assert s.dropped_events == 1
+
+
+def test_drain_timeout_must_be_a_finite_non_negative_number():
+    for bad in (-1, float("nan"), float("inf"), "5", True):
+        with pytest.raises(InvalidArgumentError, match="drain_timeout"):
+            AgentSession(drain_timeout=bad)
+    assert AgentSession().drain_timeout == 5.0
+
+
+# start() makes the session current ---------------------------------------------------------
+
+
+def test_start_makes_the_session_current_and_close_restores():
+    contextvars.Context().run(_start_makes_current)
+
+
+def _start_makes_current():
+    outer = AgentSession()
+    s = AgentSession()
+    assert current_session() is None
+    s.start()
+    assert current_session() is s
+    s.close()
+    assert current_session() is None
+    with outer:
+        s2 = AgentSession()
+        s2.start()
+        assert current_session() is s2
+        s2.close()
+        assert current_session() is outer
+    assert current_session() is None
+    # closed out of order: the earlier session is not made current again once closed
+    a, b = AgentSession(), AgentSession()
+    a.start()
+    b.start()
+    a.close()
+    assert current_session() is b
+    b.close()
+    assert current_session() is None
+
+
+def test_started_session_is_found_by_timers_of_an_instrumented_client():
+    contextvars.Context().run(_started_session_is_found)
+
+
+def _started_session_is_found():
+    # What instrument(client) does without a session: it looks up current_session().
+    s = AgentSession()
+    s.start()
+    try:
+        found = current_session()
+        assert found is s
+        with found.llm_generation(model="m"):
+            pass
+        assert s.usage.llm_requests == 1
+    finally:
+        s.close()
+    assert current_session() is None

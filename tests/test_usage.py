@@ -220,7 +220,7 @@ def test_malformed_event_is_left_out_and_the_rest_still_counts(caplog):
 
     session = AgentSession()
     bad = LLMMetrics(timestamp=T0 + 1, started_at=T0, duration=1.0, prompt_tokens=None)
-    with caplog.at_level(logging.ERROR):
+    with caplog.at_level(logging.WARNING):
         session.emit_metrics(llm(0, 0.5, prompt_tokens=10, completion_tokens=2))
         session.emit_metrics(bad)
         for _ in range(20):
@@ -229,7 +229,8 @@ def test_malformed_event_is_left_out_and_the_rest_still_counts(caplog):
         u = session.usage  # must not raise
     assert (u.llm_requests, u.llm_prompt_tokens, u.tool_calls) == (1, 10, 20)
     assert u.active_duration > 0
-    assert "left out a malformed metrics event" in caplog.text
+    assert "rejected an invalid metrics event" in caplog.text and "prompt_tokens" in caplog.text
+    assert session.rejected_events == 1
     assert session.usage.tool_calls == 20  # reading again gives the same totals
 
 

@@ -80,7 +80,13 @@ class LLMMetrics(_Metric, tag="llm_metrics"):
 
 
 class ToolMetrics(_Metric, tag="tool_metrics"):
-    """One tool (function) call. ``error`` is the exception type name when it raised."""
+    """One tool (function) call.
+
+    Three outcomes: completed (``success=True``), cancelled by the caller
+    (``cancelled=True, error=None``) or failed (``error`` is the exception type name,
+    optionally ``": "`` and a short detail). ``success`` is ``not cancelled and error is
+    None``.
+    """
 
     type: ClassVar[str] = "tool_metrics"
     timestamp: Timestamp
@@ -89,6 +95,7 @@ class ToolMetrics(_Metric, tag="tool_metrics"):
     tool_name: str
     call_id: str | None = None
     success: bool = True
+    cancelled: bool = False
     error: str | None = None
     speech_id: str | None = None
     metadata: Metadata | None = None

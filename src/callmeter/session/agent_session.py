@@ -17,17 +17,24 @@ from typing import Any, TypeVar, overload
 from ..errors import InvalidArgumentError
 from ..latency.summary import LatencySummary
 from ..latency.turns import LatencyBudget
+from ..model import validate
 from ..model.events import CloseEvent, MetricsCollectedEvent, SessionStartedEvent
 from ..model.types import AgentMetrics
 from ..usage.collector import UsageCollector, UsageSummary
 from .context import current_session_var, current_tool_name_var
-from .emitter import EventEmitter
+from .emitter import _PROPAGATE, EventEmitter
 from .timers import LLMGeneration, STTRequest, ToolCall, TTSRequest
 from .turn import Turn
 
 logger = logging.getLogger("callmeter.session")
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_DRAIN_TIMEOUT = 5.0
+"""Seconds ``async with session`` / :meth:`AgentSession.aclose` wait for async handlers."""
+_LAZY_BATCH = 8192  # events the session's own collector holds before adding them up
+_CHECKS = validate.CHECKS
+_check = validate.check
+_last_valid = validate.last_valid
 
 
 def _check_str(name: str, value: object) -> None:
@@ -47,7 +54,12 @@ class AgentSession(EventEmitter):
     :meth:`close`. :attr:`usage` is the summary of everything this session measured, priced
     with ``prices`` (as for :class:`~callmeter.metrics.UsageCollector`; default prices when
     None), plus ``call_charges`` (per-minute call-level charges, priced from the session's
-    duration when it closes).
+    duration when it closes). Leaving ``async with`` waits at most ``drain_timeout``
+    seconds for async handlers.
+
+    Any thread may emit: totals stay exact, ``seq`` stays unique and gap-free, and async
+    handlers run on the session's event loop. :meth:`emit_metrics` never raises; invalid
+    events are counted in :attr:`rejected_events`.
     """
 
     def __init__(
@@ -58,8 +70,18 @@ class AgentSession(EventEmitter):
         *,
         prices: Any = None,
         call_charges: list[str] | None = None,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> None:
         super().__init__()
+        if (
+            isinstance(drain_timeout, bool)
+            or not isinstance(drain_timeout, int | float)
+            or not 0 <= drain_timeout < float("inf")
+        ):
+            raise InvalidArgumentError(
+                f"drain_timeout must be a finite number of seconds >= 0, got {drain_timeout!r}"
+            )
+        self.drain_timeout = float(drain_timeout)
         _check_str("session_id", session_id)
         _check_str("agent_name", agent_name)
         if labels is not None:
@@ -74,6 +96,11 @@ class AgentSession(EventEmitter):
         self._collector = UsageCollector(
             keep_metrics=False, prices=prices, call_charges=call_charges
         )
+        # Usage is added up when read (or every _LAZY_BATCH events, to bound memory).
+        self._collector._batch = _LAZY_BATCH
+        self._pending = self._collector._buf  # appended to directly: validated already
+        self._rejects = validate.RejectLog(logger)
+        self._start_token: Token[AgentSession | None] | None = None
         self._started_wall: float | None = None
         self._started_perf: float | None = None
         self._duration: float | None = None
@@ -111,10 +138,27 @@ class AgentSession(EventEmitter):
             return 0.0
         return time.perf_counter() - self._started_perf
 
+    @property
+    def rejected_events(self) -> int:
+        """Events :meth:`emit_metrics` rejected as invalid (logged, rate-limited)."""
+        return self._rejects.count
+
+    @property
+    def dropped(self) -> int:
+        """Everything this session could not deliver: rejected events plus handler
+        deliveries that did not happen (:attr:`dropped_events`)."""
+        return self._rejects.count + self.dropped_events
+
     def start(self) -> None:
-        """Start the session and emit ``session_started``. A second call does nothing."""
+        """Start the session, make it the current one in this context (as ``with session:``
+        does, so sources such as ``instrument(client)`` find it) and emit
+        ``session_started``. A second call does nothing. :meth:`close` undoes the first.
+        """
         if self._started_perf is not None:
             return
+        self._remember_loop()
+        if current_session_var.get() is not self:
+            self._start_token = current_session_var.set(self)
         self._started_wall = time.time()
         self._started_perf = time.perf_counter()
         self.emit(
@@ -137,6 +181,7 @@ class AgentSession(EventEmitter):
         assert self._started_perf is not None
         self._duration = time.perf_counter() - self._started_perf
         self._collector.set_call_duration(self._duration)
+        self._release_current()
         self.emit(
             "close",
             CloseEvent(
@@ -150,14 +195,27 @@ class AgentSession(EventEmitter):
             ),
         )
 
+    def _release_current(self) -> None:
+        # Undo start()'s "make current" if this context still has this session current;
+        # fall back to the previous session only if it is still open.
+        token, self._start_token = self._start_token, None
+        if token is None or current_session_var.get() is not self:
+            return
+        previous = token.old_value
+        if previous is Token.MISSING or (previous is not None and previous.closed):
+            previous = None
+        current_session_var.set(previous)
+
     async def aclose(self, error: str | None = None) -> None:
-        """Close the session, then wait for async handlers already scheduled to finish."""
+        """Close the session, then wait for async handlers already scheduled to finish, at
+        most :attr:`drain_timeout` seconds."""
         self.close(error)
-        await self.drain()
+        await self.drain(self.drain_timeout)
 
     def _enter(self) -> None:
-        self.start()
         self._context_tokens.append(current_session_var.set(self))
+        self._remember_loop()
+        self.start()
 
     def _leave(self) -> None:
         if self._context_tokens:
@@ -195,37 +253,57 @@ class AgentSession(EventEmitter):
     def emit_metrics(self, metrics: AgentMetrics) -> None:
         """Record a metrics event: add it to :attr:`usage` and emit ``metrics_collected``.
 
-        Sources (integrations, the measurement helpers) call this. Never raises.
+        Sources (integrations, the measurement helpers) call this. Never raises: an invalid
+        event (see :mod:`callmeter.model.validate`) is rejected as a whole, logged
+        (rate-limited) and counted in :attr:`rejected_events`.
         """
+        fn = _CHECKS.get(type(metrics))
         try:
-            self._collector.collect(metrics)
+            ok = fn is not None and fn(metrics) is None
         except Exception:
-            logger.exception("callmeter: collecting %r failed", metrics)
-        if self._open_turns:  # hand the event to the open turn it belongs to
-            turn = self._open_turns.get(getattr(metrics, "speech_id", None))  # type: ignore[arg-type]
-            if turn is not None:
-                turn._add(metrics)
-        seq = self._next_seq()
-        handlers = self._handlers.get("metrics_collected")
-        if not handlers:
-            return
-        event = MetricsCollectedEvent(
-            session_id=self.session_id,
-            seq=seq,
-            created_at=metrics.timestamp,
-            agent_name=self.agent_name,
-            labels=self.labels,
-            metrics=metrics,
-        )
-        for callback, is_async, once in handlers:
-            if once:
-                self.off("metrics_collected", callback)
-            try:
-                result = callback(event)
-                if result is not None and (is_async or inspect.isawaitable(result)):
-                    self._schedule("metrics_collected", callback, result)
-            except Exception:
-                logger.exception("callmeter: 'metrics_collected' handler %r raised", callback)
+            ok = False
+        if not ok:
+            reason = _check(metrics)  # the slow path: subclasses, and naming the bad field
+            if reason is not None:
+                self._rejects.reject(f"session {self.session_id}", reason, metrics)
+                return
+        _last_valid.event = metrics
+        try:
+            pending = self._pending
+            pending.append(metrics)
+            if len(pending) >= _LAZY_BATCH:
+                self._collector._flush()
+            if self._open_turns:  # hand the event to the open turn it belongs to
+                turn = self._open_turns.get(getattr(metrics, "speech_id", None))  # type: ignore[arg-type]
+                if turn is not None:
+                    turn._add(metrics)
+            seq = self._next_seq()
+            handlers = self._handlers.get("metrics_collected")
+            if not handlers:
+                return
+            event = MetricsCollectedEvent(
+                session_id=self.session_id,
+                seq=seq,
+                created_at=metrics.timestamp,
+                agent_name=self.agent_name,
+                labels=self.labels,
+                metrics=metrics,
+            )
+            if len(handlers) == 1 and not handlers[0][1] and not handlers[0][2]:
+                try:  # one sync handler, the common case: call it directly
+                    result = handlers[0][0](event)
+                    if result is not None and inspect.isawaitable(result):
+                        self._schedule("metrics_collected", handlers[0][0], result)
+                except _PROPAGATE:
+                    raise
+                except BaseException:
+                    self._handler_failed("metrics_collected", handlers[0][0])
+                return
+            self._dispatch("metrics_collected", handlers, (event,))
+        except _PROPAGATE:
+            raise
+        except BaseException:
+            logger.exception("callmeter: recording a metrics event failed")
 
     @property
     def usage_prices(self) -> Any:
@@ -235,13 +313,19 @@ class AgentSession(EventEmitter):
 
     @property
     def usage(self) -> UsageSummary:
-        """Summary of every metrics event this session recorded (a copy)."""
+        """Summary of every metrics event this session recorded (a copy). Never raises."""
         return self._collector.get_summary()
 
     @property
     def latency(self) -> LatencySummary:
-        """Turn latency of everything this session recorded: percentiles, slowest turns."""
-        return self._collector.get_latency_summary()
+        """Turn latency of everything this session recorded: percentiles, slowest turns.
+
+        Never raises (on an internal failure, logged, an empty summary)."""
+        try:
+            return self._collector.get_latency_summary()
+        except Exception:
+            logger.exception("callmeter: computing the latency summary failed")
+            return LatencySummary()
 
     def set_latency_budget(self, **limits: float) -> None:
         """Limit turn latency, in seconds: ``e2e`` and any breakdown component (``llm_ttft``,
@@ -268,8 +352,11 @@ class AgentSession(EventEmitter):
         speech_id: str | None = None,
     ) -> LLMGeneration:
         """Time one LLM request (``with`` or ``async with``); emits one ``LLMMetrics``."""
-        _check_str("model", model)
-        _check_str("provider", provider)
+        if (model is not None and model.__class__ is not str) or (
+            provider is not None and provider.__class__ is not str
+        ):
+            _check_str("model", model)
+            _check_str("provider", provider)
         return LLMGeneration(
             self,
             model=model,

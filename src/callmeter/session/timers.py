@@ -1,9 +1,12 @@
 """Measurement helpers: context managers that time one request and emit one metrics event.
 
 Each works as ``with`` and ``async with``. Durations come from ``time.perf_counter``
-(monotonic); ``started_at``/``timestamp`` are wall clock. Leaving the block by exception
-(``asyncio.CancelledError`` included) marks the metric cancelled or failed and the
-exception propagates unchanged.
+(monotonic); ``started_at``/``timestamp`` are wall clock. Every request ends in one of three
+outcomes (docs/metrics.md): completed (``cancelled=False, error=None``), cancelled by the
+caller (``asyncio.CancelledError``, ``GeneratorExit``, ``KeyboardInterrupt``, or
+``cancelled`` set on the timer: ``cancelled=True, error=None``) or failed (any other
+exception, or ``error`` set on the timer: ``cancelled=False``, ``error`` the exception type
+name). The exception propagates unchanged.
 """
 
 from __future__ import annotations
@@ -43,8 +46,12 @@ def _is_seconds(value: object) -> bool:
     return type(value) in (int, float) and 0 <= value < 1e9  # type: ignore[operator]
 
 
-def _error_name(exc_type: type[BaseException] | None) -> str | None:
-    return None if exc_type is None else exc_type.__name__
+CANCELLED_BY_CALLER: tuple[type[BaseException], ...] = (
+    asyncio.CancelledError,
+    GeneratorExit,
+    KeyboardInterrupt,
+)
+"""Exceptions that mean the caller cancelled a request rather than the request failing."""
 
 
 class _Timer:
@@ -60,7 +67,11 @@ class _Timer:
         self._wall0 = 0.0
         self._done = False
         self.error: str | None = None
-        """Set to an error description to record a failure the block handled itself."""
+        """Set to ``"ExceptionType"`` or ``"ExceptionType: detail"`` to record a failure the
+        block handled itself."""
+        self.cancelled = False
+        """Set to True to record that the caller cancelled the request (e.g. abandoned a
+        stream) without an exception reaching the block."""
         self.ended_at: float | None = None
         """``time.perf_counter()`` value to end at instead of the moment the block exits
         (for work whose end was observed before it is recorded, e.g. a dropped stream)."""
@@ -85,6 +96,18 @@ class _Timer:
 
     def _build(self, end: float, exc_type: type[BaseException] | None) -> Any:
         raise NotImplementedError
+
+    def _outcome(self, exc_type: type[BaseException] | None) -> tuple[bool, str | None]:
+        """(cancelled, error) by the three outcomes of docs/metrics.md."""
+        if exc_type is None and self.error is None and not self.cancelled:
+            return False, None
+        if exc_type is not None:
+            if issubclass(exc_type, CANCELLED_BY_CALLER):
+                return True, None
+            return False, self.error or exc_type.__name__
+        if self.error is not None:
+            return False, self.error
+        return bool(self.cancelled), None
 
     def __enter__(self) -> Any:
         self._start()
@@ -135,8 +158,8 @@ class LLMGeneration(_Timer):
         self.label = label
         self.request_id = request_id
         self._first: float | None = None
-        self._usage: dict[str, int] | None = None
-        self.cancelled = False
+        self._usage: tuple[int, int, int, int] | None = None
+        self._extra: tuple[Any, ...] | None = None
 
     def first_token(self) -> None:
         """Mark the first token (or tool-call delta); later calls are ignored."""
@@ -160,69 +183,86 @@ class LLMGeneration(_Timer):
         Counts must be non-negative ints. Invalid values are logged and the request is
         recorded as ``usage_reported=False`` (measuring never raises into the agent).
         """
-        counts = (
-            prompt_tokens,
-            completion_tokens,
-            prompt_cached_tokens,
-            cache_creation_tokens,
-            reasoning_tokens,
-            input_audio_tokens,
-            output_audio_tokens,
-            0 if total_tokens is None else total_tokens,
+        p, c, k = prompt_tokens, completion_tokens, prompt_cached_tokens
+        ok = (
+            p.__class__ is int
+            and c.__class__ is int
+            and k.__class__ is int
+            and p >= 0
+            and c >= 0
+            and k >= 0
         )
-        if not all(_is_count(c) for c in counts):
+        if total_tokens is None:
+            total = p + c if ok else 0
+        else:
+            total = total_tokens
+            ok = ok and _is_count(total)
+        e, r = cache_creation_tokens, reasoning_tokens
+        ia, oa = input_audio_tokens, output_audio_tokens
+        extra: tuple[Any, ...] | None = None
+        if (
+            e.__class__ is int
+            and r.__class__ is int
+            and ia.__class__ is int
+            and oa.__class__ is int
+            and (e | r | ia | oa) >= 0
+        ):
+            if e or r or ia or oa:
+                extra = (e, r, ia, oa)
+        else:
+            extra = (e, r, ia, oa)
+            ok = False
+        if not ok:
             logger.error(
                 "callmeter: invalid token usage %r (counts must be non-negative ints); "
                 "recorded as not reported",
-                counts,
+                (p, c, k, *extra, total_tokens) if extra else (p, c, k, total_tokens),
             )
-            self._usage = None
+            self._usage = self._extra = None
             return
-        self._usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "prompt_cached_tokens": prompt_cached_tokens,
-            "cache_creation_tokens": cache_creation_tokens,
-            "reasoning_tokens": reasoning_tokens,
-            "input_audio_tokens": input_audio_tokens,
-            "output_audio_tokens": output_audio_tokens,
-            "total_tokens": (
-                prompt_tokens + completion_tokens if total_tokens is None else total_tokens
-            ),
-        }
+        self._usage = (p, c, k, total)
+        self._extra = extra
 
     def _build(self, end: float, exc_type: type[BaseException] | None) -> LLMMetrics:
         first = self._first
-        usage = self._usage or {}
-        completion = usage.get("completion_tokens", 0)
+        usage = self._usage
+        prompt, completion, cached, total = usage if usage is not None else (0, 0, 0, 0)
         gen_time = end - first if first is not None else 0.0
-        error = self.error
-        if (
-            error is None
-            and exc_type is not None
-            and not issubclass(exc_type, asyncio.CancelledError)
-        ):
-            error = exc_type.__name__
-        return LLMMetrics(
+        cancelled, error = self._outcome(exc_type)
+        # 15 keyword arguments at most: msgspec's fast path (16 or more take a slow one).
+        m = LLMMetrics(
             timestamp=_wall(),
             started_at=self._wall0,
             duration=end - self._t0,
             label=self.label,
             request_id=self.request_id,
             ttft=first - self._t0 if first is not None else -1.0,
-            cancelled=self.cancelled or exc_type is not None,
+            cancelled=cancelled,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            prompt_cached_tokens=cached,
+            total_tokens=total,
             tokens_per_second=completion / gen_time if gen_time > 0 else 0.0,
-            usage_reported=self._usage is not None,
             error=error,
             speech_id=self.speech_id,
             metadata=_metadata(self.model, self.provider),
-            **usage,
         )
+        if usage is None:
+            m.usage_reported = False
+        elif self._extra is not None:
+            (
+                m.cache_creation_tokens,
+                m.reasoning_tokens,
+                m.input_audio_tokens,
+                m.output_audio_tokens,
+            ) = self._extra
+        return m
 
 
 class ToolCall(_Timer):
-    """Times one tool call. An exception marks it ``success=False`` with the exception's
-    type name in ``error``, and propagates."""
+    """Times one tool call. An exception marks it failed (``success=False``, the exception's
+    type name in ``error``) or cancelled (``success=False, cancelled=True``), and
+    propagates."""
 
     def __init__(
         self,
@@ -249,14 +289,15 @@ class ToolCall(_Timer):
         super()._finish(exc_type)
 
     def _build(self, end: float, exc_type: type[BaseException] | None) -> ToolMetrics:
-        error = self.error or _error_name(exc_type)
+        cancelled, error = self._outcome(exc_type)
         return ToolMetrics(
             timestamp=_wall(),
             started_at=self._wall0,
             duration=end - self._t0,
             tool_name=self.name,
             call_id=self.call_id,
-            success=error is None,
+            success=not cancelled and error is None,
+            cancelled=cancelled,
             error=error,
             speech_id=self.speech_id,
         )
@@ -288,6 +329,7 @@ class _SpeechTimer(_Timer):
             self._first = _perf()
 
     def _common(self, end: float, exc_type: type[BaseException] | None) -> dict[str, Any]:
+        cancelled, error = self._outcome(exc_type)
         return {
             "timestamp": _wall(),
             "started_at": self._wall0,
@@ -296,8 +338,8 @@ class _SpeechTimer(_Timer):
             "label": self.label,
             "request_id": self.request_id,
             "streamed": self.streamed,
-            "cancelled": exc_type is not None,
-            "error": self.error or _error_name(exc_type),
+            "cancelled": cancelled,
+            "error": error,
             "speech_id": self.speech_id,
             "metadata": _metadata(self.model, self.provider),
         }

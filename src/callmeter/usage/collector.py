@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import threading
 from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import CallmeterError, InvalidArgumentError
 from ..latency.summary import LatencyCollector, LatencySummary
+from ..model import validate
+from ..model.events import CloseEvent
 from ..model.types import (
     AgentMetrics,
     EOUMetrics,
@@ -27,6 +30,8 @@ from .summary import ModelUsage, ToolUsage, UsageSummary, apply_cost, usage_from
 from .timeline import IntervalUnion
 
 UNKNOWN = "unknown"
+_CHECKS = validate.CHECKS
+_last_valid = validate.last_valid
 logger = logging.getLogger("callmeter.metrics")
 
 
@@ -55,10 +60,14 @@ class UsageCollector:
 
     ``keep_metrics=True`` (the default) keeps the events in :attr:`metrics`; ``max_metrics``
     keeps only the newest N (older ones are counted in :attr:`dropped_metrics`). Totals are
-    exact either way. Not thread-safe: feed one collector from one thread (or event loop).
+    exact either way.
 
-    ``collect`` only appends to a small buffer; events are added up in batches of
-    ``BATCH`` (and whenever a summary is read), which keeps the per-event cost low.
+    ``collect`` validates the event (see :mod:`callmeter.model.validate`), then only appends
+    it to a buffer; events are added up in batches of ``BATCH`` (and whenever a summary is
+    read), which keeps the per-event cost low. An invalid event is left out as a whole,
+    logged (rate-limited) and counted in :attr:`rejected_events`; ``collect`` and
+    ``get_summary`` never raise. Any number of threads may feed one collector: appending
+    is atomic, and a lock guards the batch arithmetic and every read.
 
     ``prices`` selects the pricing: a :class:`~callmeter.pricing.Prices`, override
     rates (a dict or TOML file path, on top of the defaults), ``None`` for the defaults
@@ -95,6 +104,10 @@ class UsageCollector:
         self._max_cost_turns = max_cost_turns
         self._prices = resolve_prices(prices)
         self._call_charges = check_call_charges(call_charges, "call_charges")
+        self._lock = threading.Lock()
+        self._batch = self.BATCH
+        self._buf: list[AgentMetrics] = []  # appended to in place, never replaced
+        self._rejects = validate.RejectLog(logger)
         self._batch_handlers: dict[type, Callable[[list[Any]], None]] = {
             LLMMetrics: self._llm_batch,
             ToolMetrics: self._tool_batch,
@@ -107,7 +120,11 @@ class UsageCollector:
 
     def reset(self) -> None:
         """Forget everything collected so far."""
-        self._buf: list[AgentMetrics] = []
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
+        del self._buf[:]
         self._models: dict[tuple[str, str | None, str | None], ModelUsage] = {}
         self._tools: dict[str, ToolUsage] = {}
         self._timeline = IntervalUnion()
@@ -125,13 +142,48 @@ class UsageCollector:
         return self._prices
 
     def collect(self, metrics: AgentMetrics) -> None:
-        """Add one metrics event. Unknown event types are kept but add to no total."""
+        """Add one metrics event; an invalid one is rejected (logged, counted). Never raises.
+
+        Event types without totals (``VADMetrics``) are kept but add to no total.
+        """
+        if metrics is not _last_valid.event:  # not just validated by a session
+            if metrics.__class__ is CloseEvent:  # the call's end: prices call-level charges
+                self._collect_close(metrics)
+                return
+            fn = _CHECKS.get(type(metrics))
+            try:
+                ok = fn is not None and fn(metrics) is None
+            except Exception:
+                ok = False
+            if not ok:
+                reason = validate.check(metrics)
+                if reason is not None:
+                    self._rejects.reject("UsageCollector", reason, metrics)
+                    return
         buf = self._buf
-        buf.append(metrics)
-        if len(buf) >= self.BATCH:
+        buf.append(metrics)  # atomic: no lock on the per-event path
+        if len(buf) >= self._batch:
             self._flush()
 
     __call__ = collect
+
+    def _collect_close(self, event: CloseEvent) -> None:
+        try:
+            self.set_call_duration(event.duration)
+        except Exception as exc:
+            self._rejects.reject("UsageCollector", f"invalid close event ({exc})", event)
+
+    def _collect_valid(self, metrics: AgentMetrics) -> None:
+        # For a caller that validated ``metrics`` already (the session's own collector).
+        buf = self._buf
+        buf.append(metrics)
+        if len(buf) >= self._batch:
+            self._flush()
+
+    @property
+    def rejected_events(self) -> int:
+        """Events :meth:`collect` left out because they were invalid."""
+        return self._rejects.count
 
     @property
     def metrics(self) -> list[AgentMetrics]:
@@ -141,19 +193,31 @@ class UsageCollector:
                 "this UsageCollector was created with keep_metrics=False; "
                 "create it with keep_metrics=True (optionally max_metrics=N) to keep events"
             )
-        self._flush()
-        return list(self._metrics)
+        with self._lock:
+            self._flush_locked()
+            return list(self._metrics)
 
     @property
     def dropped_metrics(self) -> int:
         """Events no longer in :attr:`metrics` because of ``max_metrics``."""
-        self._flush()
-        return self._seen - len(self._metrics) if self._keep else 0
+        with self._lock:
+            self._flush_locked()
+            return self._seen - len(self._metrics) if self._keep else 0
 
     def get_summary(self) -> UsageSummary:
-        """A copy of the totals so far."""
-        self._flush()
+        """A copy of the totals so far. Never raises (a failure is logged and the summary
+        holds what could be added up)."""
         s = UsageSummary()
+        try:
+            with self._lock:
+                self._flush_locked()
+                self._summarize(s)
+        except Exception:
+            logger.exception("callmeter: computing a usage summary failed; figures incomplete")
+            s.cost_complete = False
+        return s
+
+    def _summarize(self, s: UsageSummary) -> None:
         summary_keys: dict[tuple[str, str | None, str | None], str] = {}
         totals = self._ledger.model_totals()
         for model_key, mu in self._models.items():
@@ -192,15 +256,22 @@ class UsageCollector:
             apply_cost(s, report, summary_keys, self._ledger.call_duration)
         else:
             s.cost_complete = False  # pricing disabled: cost is not known
-        return s
 
     # batch aggregation ------------------------------------------------------------------
 
     def _flush(self) -> None:
-        buf = self._buf
-        if not buf:
+        if self._buf:
+            with self._lock:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        # Take the first n events; other threads only ever append after them.
+        pending = self._buf
+        n = len(pending)
+        if not n:
             return
-        self._buf = []
+        buf = pending[:n]
+        del pending[:n]
         if self._keep:
             self._metrics.extend(buf)
             self._seen += len(buf)
@@ -216,29 +287,21 @@ class UsageCollector:
             try:
                 handler(group)
             except Exception:
-                # A malformed event (e.g. None where a count belongs). Handlers change
-                # nothing until a whole group has been added up, so redo it event by event
-                # and leave out only what cannot be added.
-                by_type[cls] = self._one_by_one(handler, group)
+                # Events were validated on the way in, so this is a bug, not bad input.
+                # Retrying event by event could add part of the group twice: leave it out.
+                logger.exception(
+                    "callmeter: adding up %d %s events failed; left out", len(group), cls.__name__
+                )
+                self._rejects.add(len(group))
+                by_type[cls] = []
                 dropped = True
         if dropped:
-            kept = {id(m) for group in by_type.values() for m in group}
-            buf = [m for m in buf if id(m) in kept]
+            buf = [m for group in by_type.values() for m in group]
         try:
             self._ledger.add_batch(buf)
             self._latency.collect_groups(by_type)
         except Exception:
             logger.exception("callmeter: adding up cost or latency failed; figures incomplete")
-
-    def _one_by_one(self, handler: Callable[[list[Any]], None], group: list[Any]) -> list[Any]:
-        kept = []
-        for m in group:
-            try:
-                handler([m])
-                kept.append(m)
-            except Exception as exc:
-                logger.error("callmeter: left out a malformed metrics event (%s): %r", exc, m)
-        return kept
 
     def set_call_duration(self, seconds: float | None) -> None:
         """Set the call's duration (seconds) that call-level charges are priced from.
@@ -253,13 +316,15 @@ class UsageCollector:
             raise InvalidArgumentError(
                 f"call duration must be a finite, non-negative number of seconds, got {seconds!r}"
             )
-        self._flush()
-        self._ledger.set_call_duration(None if seconds is None else float(seconds))
+        with self._lock:
+            self._flush_locked()
+            self._ledger.set_call_duration(None if seconds is None else float(seconds))
 
     def get_latency_summary(self) -> LatencySummary:
         """Turn latency so far: e2e, LLM TTFT, TTS TTFB and tool percentiles, slowest turns."""
-        self._flush()
-        return self._latency.get_summary()
+        with self._lock:
+            self._flush_locked()
+            return self._latency.get_summary()
 
     def _model(self, kind: str, metadata: Metadata | None) -> ModelUsage:
         if metadata is None:
@@ -352,7 +417,7 @@ class UsageCollector:
             tu.total_duration += duration
             if duration > tu.max_duration:
                 tu.max_duration = duration
-            if not m.success:
+            if not m.success and not m.cancelled:  # a cancelled call did not fail
                 tu.errors += 1
         tools = self._tools
         for name, d in delta.items():
