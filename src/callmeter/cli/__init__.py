@@ -7,6 +7,7 @@ import typer
 from .demo import demo
 from .prices import prices
 from .report import report
+from .serve import serve
 from .sim import sim
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ app.command()(demo)
 app.command()(report)
 app.command()(prices)
 app.command()(sim)
+app.command()(serve)
 
 
 def main() -> None:
