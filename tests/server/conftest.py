@@ -6,6 +6,7 @@ import gzip as gz
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -40,7 +41,13 @@ class Client:
         u = urlsplit(url)
         self.host, self.port = u.hostname, u.port
         self.token = token
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        self.conn = self._connect()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
 
     def request(
         self,
@@ -61,7 +68,7 @@ class Client:
                 return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
             except (ConnectionError, http.client.HTTPException):
                 self.conn.close()
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                self.conn = self._connect()
                 if attempt:
                     raise
         raise AssertionError("unreachable")

@@ -7,6 +7,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from callmeter.errors import InvalidArgumentError
+from callmeter.server import Tokens
+from callmeter.store import Store
 from store.factory import make_call
 
 from .conftest import Client, Server
@@ -28,10 +33,8 @@ def test_bad_options_exit_2(tmp_path):
     assert run_serve("--port", "70000").returncode == 2
     bad = tmp_path / "tokens"
     bad.write_text("short:acme:read\n")
-    done = run_serve("--tokens", str(bad), "--db", str(tmp_path / "x.db"))
+    done = run_serve("--tokens", str(bad), "--db", "mysql://nope/x")
     assert done.returncode == 2 and "at least 8" in done.stderr
-    done = run_serve("--db", "mysql://nope/x")
-    assert done.returncode == 2 and "unsupported database" in done.stderr
 
 
 def test_no_configuration_on_loopback(tmp_path, monkeypatch):
@@ -47,9 +50,9 @@ def test_no_configuration_on_loopback(tmp_path, monkeypatch):
         assert "loopback only" in second
         s = Server("unused")
         s.url = first.split()[3]
-        c = Client(s.url)
-        for _ in range(200):
+        for _ in range(400):
             try:
+                c = Client(s.url)
                 if c.get("/health").status == 200:
                     break
             except OSError:
@@ -76,3 +79,26 @@ def test_tokens_file(tmp_path):
         c.close()
     finally:
         s.stop()
+
+
+def test_token_entries_are_checked():
+    with pytest.raises(InvalidArgumentError, match="at least 8"):
+        Tokens.parse(["short:acme:read"], "x")
+    with pytest.raises(InvalidArgumentError, match="scopes"):
+        Tokens.parse(["tok-12345678:acme:write"], "x")
+    with pytest.raises(InvalidArgumentError, match="TOKEN:TENANT:SCOPES"):
+        Tokens.parse(["tok-12345678:acme"], "x")
+    with pytest.raises(InvalidArgumentError, match="twice"):
+        Tokens.parse(["tok-12345678:a:read", "tok-12345678:b:read"], "x")
+    with pytest.raises(InvalidArgumentError, match="tenant"):
+        Tokens.parse(["tok-12345678::read"], "x")
+    t = Tokens.parse(["# c", "", " tok-12345678 : acme : ingest+read "], "x")
+    tok = t.lookup("tok-12345678")
+    assert tok is not None and tok.tenant == "acme" and tok.scopes == {"ingest", "read"}
+    assert t.lookup("tok-12345679") is None and t.lookup("") is None
+    assert t.lookup("\udcff\x00" * 1000) is None
+
+
+def test_unsupported_database_is_refused(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="unsupported database"):
+        Store("mysql://nope/x")

@@ -11,6 +11,7 @@ import msgspec
 from ..errors import InvalidRecordError
 from ..model.events import Record
 from ..records.codec import decode
+from ..store.store import check_record
 
 
 class BodyTooLarge(Exception):
@@ -66,7 +67,13 @@ def parse_body(data: bytes, *, json_array: bool, max_records: int) -> Parsed:
         if not json_array and not line.strip():
             continue
         try:
-            out.records.append(decode(line))
+            record = decode(line)
         except InvalidRecordError as exc:
             out.rejected.append({"line": n, "error": str(exc)})
+            continue
+        why = check_record(record)
+        if why is not None:
+            out.rejected.append({"line": n, "error": f"cannot be stored: {why}"})
+        else:
+            out.records.append(record)
     return out

@@ -119,23 +119,38 @@ class Writer:
             if group is None:
                 return
             try:
-                results = self.store.ingest_batches([(i.tenant, i.records) for i in group])
+                results: list[IngestResult | BaseException] = list(
+                    self.store.ingest_batches([(i.tenant, i.records) for i in group])
+                )
+                self.stats.commits += 1
             except Exception as exc:
-                logger.exception("callmeter: committing %d batch(es) failed", len(group))
-                self.stats.commit_failures += 1
-                self._done(group)
-                for item in group:
-                    item.future.set_exception(exc)
-                continue
+                if len(group) == 1:
+                    logger.warning("callmeter: committing a batch failed: %s", exc)
+                    self.stats.commit_failures += 1
+                    results = [exc]
+                else:  # commit one by one, so one failing batch fails alone
+                    results = [self._one(item) for item in group]
             now = time.perf_counter()
-            self.stats.commits += 1
             self._done(group)
             for item, res in zip(group, results, strict=True):
+                if isinstance(res, BaseException):
+                    item.future.set_exception(res)
+                    continue
                 self.stats.batches += 1
                 self.stats.accepted += res.accepted
                 self.stats.duplicates += res.duplicates
                 self.stats.observe(now - item.t0)
                 item.future.set_result(res)
+
+    def _one(self, item: _Item) -> IngestResult | BaseException:
+        try:
+            res = self.store.ingest(item.records, tenant=item.tenant)
+        except Exception as exc:
+            logger.warning("callmeter: committing a batch failed: %s", exc)
+            self.stats.commit_failures += 1
+            return exc
+        self.stats.commits += 1
+        return res
 
     def _done(self, group: list[_Item]) -> None:
         with self._cond:

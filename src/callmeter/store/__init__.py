@@ -5,6 +5,6 @@ a PostgreSQL database. Needs the ``store`` extra: ``pip install 'callmeter[store
 Queries for lists and statistics live in :mod:`callmeter.store.queries`.
 """
 
-from .store import DEFAULT_TENANT, IngestResult, PruneResult, Store, resolve_url
+from .store import DEFAULT_TENANT, IngestResult, PruneResult, Store, check_record, resolve_url
 
-__all__ = ["DEFAULT_TENANT", "IngestResult", "PruneResult", "Store", "resolve_url"]
+__all__ = ["DEFAULT_TENANT", "IngestResult", "PruneResult", "Store", "check_record", "resolve_url"]

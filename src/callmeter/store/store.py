@@ -33,6 +33,40 @@ logger = logging.getLogger("callmeter.store")
 DEFAULT_DB = "callmeter.db"
 DEFAULT_TENANT = "default"
 _CHUNK = 400  # rows per IN (...) list, well under every driver's parameter limit
+MAX_SEQ = 2**63 - 1
+MAX_ID = 500
+MAX_LABELS = 64
+MAX_LABEL_KEY = 200
+MAX_LABEL_VALUE = 500
+
+
+def check_record(record: Record, body: bytes | None = None) -> str | None:
+    """Why the store cannot keep ``record`` (a decoded, valid record), or None.
+
+    The store's columns are bounded: ``seq`` below 2**63, ``session_id`` and ``agent_name``
+    up to 500 characters, at most 64 labels (keys up to 200, values up to 500 characters),
+    and no NUL character anywhere (PostgreSQL text cannot hold one).
+    """
+    if record.seq > MAX_SEQ:
+        return f"seq must be below 2**63, got {record.seq}"
+    sid = record.session_id
+    if not sid or len(sid) > MAX_ID:
+        return f"session_id must be 1 to {MAX_ID} characters"
+    if record.agent_name is not None and len(record.agent_name) > MAX_ID:
+        return f"agent_name must be at most {MAX_ID} characters"
+    labels = record.labels
+    if labels:
+        if len(labels) > MAX_LABELS:
+            return f"at most {MAX_LABELS} labels"
+        for k, v in labels.items():
+            if not k or len(k) > MAX_LABEL_KEY or len(v) > MAX_LABEL_VALUE:
+                return (
+                    f"label keys must be 1 to {MAX_LABEL_KEY} characters and values at most "
+                    f"{MAX_LABEL_VALUE}"
+                )
+    if b"\\u0000" in (body if body is not None else encode(record)):
+        return "strings must not contain NUL (\\u0000)"
+    return None
 
 
 def resolve_url(url: str | os.PathLike[str] | None = None) -> str:
@@ -58,6 +92,8 @@ class IngestResult:
 
     accepted: int = 0
     duplicates: int = 0
+    invalid: int = 0
+    """Records the store cannot keep (see :func:`check_record`), left out."""
 
 
 @dataclass(slots=True)
@@ -194,13 +230,17 @@ class Store:
         self, conn: Connection, tenant: str, records: list[Record], prices: Any
     ) -> IngestResult:
         result = IngestResult()
-        by_session: dict[str, dict[int, Record]] = {}
+        by_session: dict[str, dict[int, tuple[Record, bytes]]] = {}
         for r in records:
+            body = encode(r)
+            if check_record(r, body) is not None:
+                result.invalid += 1
+                continue
             seqs = by_session.setdefault(r.session_id, {})
             if r.seq in seqs:
                 result.duplicates += 1
             else:
-                seqs[r.seq] = r
+                seqs[r.seq] = (r, body)
         if not by_session:
             return result
         calls_t = schema.calls
@@ -227,14 +267,14 @@ class Store:
         new_records: list[dict[str, Any]] = []
         deltas: dict[str, CallDelta] = {}
         for sid, seqs in by_session.items():
-            fresh = [r for seq, r in sorted(seqs.items()) if (sid, seq) not in stored]
+            fresh = [rb for seq, rb in sorted(seqs.items()) if (sid, seq) not in stored]
             if not fresh:
                 continue
             row = rows.get(sid)
             if row is None:
-                row = rows[sid] = new_call(tenant, sid, min(r.created_at for r in fresh))
+                row = rows[sid] = new_call(tenant, sid, min(r.created_at for r, _ in fresh))
             part_time = row["part_time"]
-            for r in fresh:
+            for r, body in fresh:
                 new_records.append(
                     {
                         "tenant": tenant,
@@ -246,10 +286,10 @@ class Store:
                         "kind": r.metrics.__class__.type
                         if r.__class__ is MetricsCollectedEvent
                         else None,
-                        "body": encode(r),
+                        "body": body,
                     }
                 )
-            deltas[sid] = apply_records(row, fresh, prices, tenant=tenant)
+            deltas[sid] = apply_records(row, [r for r, _ in fresh], prices, tenant=tenant)
         result.accepted = len(new_records)
         if not new_records:
             return result

@@ -175,13 +175,14 @@ def _add_usage(row: dict[str, Any], usage: UsageCollector, delta: CallDelta, ten
         cost = float(mu.cost) if mu.cost is not None else None
         if cost is not None and kind in COST_KINDS:
             row[f"cost_{kind}"] += cost
-        key = (kind, mu.provider, mu.model)
+        provider, model = mu.provider[:200], mu.model[:200]
+        key = (kind, provider, model)
         delta.models[key] = {
             "tenant": tenant,
             "session_id": row["session_id"],
             "kind": kind,
-            "provider": mu.provider,
-            "model": mu.model,
+            "provider": provider,
+            "model": model,
             "requests": mu.requests,
             "prompt_tokens": mu.prompt_tokens,
             "completion_tokens": mu.completion_tokens,
