@@ -171,3 +171,63 @@ def test_bad_urls_are_refused(tmp_path):
         Store("")
     with pytest.raises(InvalidArgumentError):
         Store("sqlite:///" + str(tmp_path / "a\0b"))
+
+
+def test_two_stores_on_one_database_store_each_record_once(store_url):
+    recs = [r for i in range(30) for r in make_call(f"c{i}")]
+    stores = [Store(store_url, prices=False) for _ in range(2)]
+    results, errors = [], []
+
+    def worker(s: Store, k: int) -> None:
+        try:
+            for i in range(k * 7 % 40, len(recs), 40):
+                results.append(s.ingest(recs[i : i + 40]))
+            for i in range(0, len(recs), 40):
+                results.append(s.ingest(recs[i : i + 40]))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(stores[k % 2], k)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sum(r.accepted for r in results) == len(recs)
+    assert count(stores[0], schema.records) == len(recs)
+    assert all(row["records"] == 14 for row in calls(stores[0]).values())
+    for s in stores:
+        s.close()
+
+
+def test_records_the_store_cannot_keep_are_left_out(store):
+    bad = make_call("c\x00nul", turns=1)[:2] + make_call("x" * 501, turns=1)[:2]
+    ok = make_call("fine", turns=1)
+    r = store.ingest(bad + ok)
+    assert (r.accepted, r.invalid) == (len(ok), 4)
+
+
+def test_postgres_partitions_records_by_month(store):
+    if store.dialect != "postgresql":
+        pytest.skip("partitions are PostgreSQL's")
+    jan, mar = 1_704_067_200.0 + 86_400, 1_709_251_200.0 + 86_400  # 2024-01-02, 2024-03-02
+    store.ingest(make_call("jan", t0=jan) + make_call("mar", t0=mar))
+    with store.read_engine.connect() as c:
+        parts = sorted(c.exec_driver_sql(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'records'"
+        ).scalars())  # fmt: skip
+        assert parts == ["records_202401", "records_202403"]
+        assert c.exec_driver_sql("SELECT count(*) FROM records_202401").scalar() == 14
+    store.prune(0, now=mar - 86_400)  # everything that started before 2024-03-01
+    with store.read_engine.connect() as c:
+        parts = (
+            c.exec_driver_sql(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'records'"
+            )
+            .scalars()
+            .all()
+        )
+    assert parts == ["records_202403"]
+    assert set(calls(store)) == {"mar"}

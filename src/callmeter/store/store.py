@@ -223,8 +223,21 @@ class Store:
             if not isinstance(tenant, str) or not tenant:
                 raise InvalidArgumentError(f"tenant must be a non-empty str, got {tenant!r}")
         prices = self.prices
-        with self._lock, self.write_engine.begin() as conn:
-            return [self._ingest(conn, tenant, list(recs), prices) for tenant, recs in batches]
+        if self.dialect == "postgresql":
+            self._ensure_partitions({r.created_at for _, recs in batches for r in recs})
+        for attempt in range(5):
+            try:
+                with self._lock, self.write_engine.begin() as conn:
+                    return [
+                        self._ingest(conn, tenant, list(recs), prices) for tenant, recs in batches
+                    ]
+            except sa.exc.IntegrityError:
+                # Another writer (another process on the same PostgreSQL database) created
+                # one of these calls first: the transaction rolled back, so run it again.
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _ingest(
         self, conn: Connection, tenant: str, records: list[Record], prices: Any
@@ -293,8 +306,6 @@ class Store:
         result.accepted = len(new_records)
         if not new_records:
             return result
-        if self.dialect == "postgresql":
-            self._ensure_partitions(conn, {r["part_time"] for r in new_records})
         conn.execute(rec_t.insert(), new_records)
         inserts = [rows[s] for s in deltas if s not in existing_calls]
         updates = [rows[s] for s in deltas if s in existing_calls]
@@ -382,16 +393,23 @@ class Store:
                 ],
             )
 
-    def _ensure_partitions(self, conn: Connection, times: set[float]) -> None:
-        """Create the monthly partitions of ``records`` these times fall in (PostgreSQL)."""
-        for month in sorted({_month(t) for t in times} - self._partitions):
-            start, end = _month_bounds(month)
-            name = f"records_{month // 12:04d}{month % 12 + 1:02d}"
-            conn.exec_driver_sql(
-                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF records "
-                f"FOR VALUES FROM ({start}) TO ({end})"
-            )
-            self._partitions.add(month)
+    def _ensure_partitions(self, times: set[float]) -> None:
+        """Create the monthly partitions of ``records`` these times fall in (PostgreSQL),
+        in their own transaction, serialized across processes by an advisory lock. A call's
+        ``part_time`` is the ``created_at`` of one of its records, so this covers it."""
+        months = {_month(t) for t in times} - self._partitions
+        if not months:
+            return
+        with self.write_engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242424242)")
+            for month in sorted(months):
+                start, end = _month_bounds(month)
+                name = f"records_{month // 12:04d}{month % 12 + 1:02d}"
+                conn.exec_driver_sql(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF records "
+                    f"FOR VALUES FROM ({start}) TO ({end})"
+                )
+        self._partitions |= months
 
     # retention ---------------------------------------------------------------------------
 
