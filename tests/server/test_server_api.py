@@ -178,3 +178,23 @@ def test_eight_clients_at_once(server):
     for t in threads:
         t.join()
     assert results == [14] * 80
+
+
+def test_stats_endpoint(client):
+    t0 = 1_760_000_000.0
+    recs = make_call("stats-1", t0=t0, agent="stats") + make_call("stats-2", t0=t0 + 4000,
+                                                                  agent="stats")  # fmt: skip
+    client.post_records(recs, token=INGEST_A)
+    client.post_records(make_call("stats-b", t0=t0), token=BOTH_B)
+    r = client.get("/v1/stats", token=READ_A, since=str(t0 - 1), until=str(t0 + 7200),
+                   interval="1h", group_by="agent")  # fmt: skip
+    assert r.status == 200, r.body
+    rows = [x for x in r.json()["buckets"] if x["group"] == "stats"]
+    assert sum(x["calls"] for x in rows) == 2
+    assert all(x["e2e_p95"] is not None for x in rows if x["calls"])
+    other = client.get("/v1/stats", token=BOTH_B, since=str(t0 - 1), until=str(t0 + 7200))
+    assert sum(x["calls"] for x in other.json()["buckets"]) == 1  # tenant B's own call only
+    assert client.get("/v1/stats", token=INGEST_A).status == 403
+    assert client.get("/v1/stats", token=READ_A, interval="7s").status == 400
+    assert client.get("/v1/stats", token=READ_A, group_by="label:").status == 400
+    assert client.get("/v1/stats", token=READ_A).status == 200  # the last 24 hours

@@ -5,10 +5,12 @@ from __future__ import annotations
 import typer
 
 from .demo import demo
+from .importer import import_
 from .prices import prices
 from .report import report
 from .serve import serve
 from .sim import sim
+from .store import store_app
 
 app = typer.Typer(
     name="callmeter",
@@ -36,6 +38,8 @@ app.command()(report)
 app.command()(prices)
 app.command()(sim)
 app.command()(serve)
+app.command(name="import")(import_)
+app.add_typer(store_app, name="store")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -230,6 +231,25 @@ def create_app(store: Store, tokens: Tokens | None = None, limits: Limits | None
         if call is None:
             raise _HTTPError(404, f"no call {session_id!r}")
         return _json(call)
+
+    @app.get("/v1/stats")
+    async def get_stats(request: Request) -> Response:
+        tenant = authorize(request, "read")
+        p = request.query_params
+        until = _time("until", p.get("until"))
+        until = time.time() if until is None else until
+        since = _time("since", p.get("since"))
+        since = until - 86_400 if since is None else since
+        out = await run_in_threadpool(
+            queries.stats,
+            store,
+            tenant,
+            since=since,
+            until=until,
+            interval=p.get("interval", "1h"),
+            group_by=p.get("group_by") or None,
+        )
+        return _json(out)
 
     @app.get("/health")
     async def health() -> Response:

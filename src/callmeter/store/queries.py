@@ -259,3 +259,196 @@ def get_call(
     out["records"] = records
     out["records_truncated"] = len(records) < row["records"]
     return out
+
+
+INTERVALS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21_600, "1d": 86_400}
+"""Bucket widths of :func:`stats`."""
+MAX_BUCKETS = 10_000
+
+
+def parse_interval(text: str) -> int:
+    """Seconds of an interval such as ``1m``, ``5m``, ``1h`` or ``1d`` (1 minute to 1 day)."""
+    if isinstance(text, str) and text in INTERVALS:
+        return INTERVALS[text]
+    if isinstance(text, str) and len(text) > 1 and text[:-1].isdigit() and text[-1] in "smhd":
+        n = int(text[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86_400}[text[-1]]
+        if 60 <= n <= 86_400 and n % 60 == 0:
+            return n
+    raise InvalidArgumentError(
+        f"interval must be from 1m to 1d in whole minutes (e.g. 1m, 5m, 1h, 1d), got {text!r}"
+    )
+
+
+def _group_column(group_by: str | None) -> tuple[Any, list[Any], str | None]:
+    """The grouping expression, the joins it needs, and the label key (for label:KEY)."""
+    c = schema.calls.c
+    if group_by is None:
+        return None, [], None
+    if group_by == "agent":
+        return c.agent_name, [], None
+    if group_by in ("model", "provider"):
+        cm = schema.call_models.c
+        col = cm.provider + "/" + cm.model if group_by == "model" else cm.provider
+        return col, [schema.call_models], None
+    if group_by.startswith("label:") and len(group_by) > 6:
+        return schema.call_labels.c.value, [schema.call_labels], group_by[6:]
+    raise InvalidArgumentError(
+        f"group_by must be agent, model, provider or label:KEY, got {group_by!r}"
+    )
+
+
+def stats(
+    store: Store,
+    tenant: str,
+    *,
+    since: float,
+    until: float,
+    interval: str | int = "1h",
+    group_by: str | None = None,
+) -> dict[str, Any]:
+    """Time buckets of ``tenant``'s calls between ``since`` and ``until`` (epoch seconds).
+
+    Per bucket (and per group with ``group_by`` = ``agent``, ``model``, ``provider`` or
+    ``label:KEY``): calls started, calls active, cost (total, by kind, and by model and by
+    provider), e2e and TTFT p50/p95 merged from the calls' sketches (1 % accuracy), tool
+    calls, tool errors and their rate, errors. A call belongs to the bucket it started in;
+    it is active in every bucket it overlaps. Grouped by model or provider, cost is that
+    model's or provider's share, and a call counts in each of its models' groups.
+    """
+    from .sketch import Sketch
+
+    iv = parse_interval(interval) if isinstance(interval, str) else int(interval)
+    if not 60 <= iv <= 86_400:
+        raise InvalidArgumentError(f"interval must be 60 to 86,400 seconds, got {iv}")
+    lo, hi = _number("since", since), _number("until", until)
+    if lo is None or hi is None or hi <= lo:
+        raise InvalidArgumentError("since and until are needed, with since before until")
+    first, last = math.floor(lo / iv), math.floor((hi - 1e-9) / iv)
+    if last - first + 1 > MAX_BUCKETS:
+        raise InvalidArgumentError(
+            f"{last - first + 1} buckets is too many (at most {MAX_BUCKETS}): "
+            "use a wider interval or a shorter range"
+        )
+    c = schema.calls.c
+    gcol, joins, label_key = _group_column(group_by)
+    bucket = sa.cast(sa.func.floor(c.started_at / iv), sa.BigInteger).label("b")
+    end = sa.func.coalesce(c.ended_at, c.last_at)
+    frm: Any = schema.calls
+    where = [c.tenant == tenant]
+    for t in joins:
+        frm = frm.join(t, sa.and_(t.c.tenant == c.tenant, t.c.session_id == c.session_id))
+    if label_key is not None:
+        where.append(schema.call_labels.c.key == label_key)
+    g = (gcol if gcol is not None else sa.literal(None)).label("g")
+    model_cost = group_by in ("model", "provider")
+    cost_col = schema.call_models.c.cost if model_cost else c.cost
+    in_range = [*where, c.started_at >= lo, c.started_at < hi]
+    sums = sa.select(
+        bucket, g,
+        sa.func.count(sa.distinct(c.session_id)),
+        sa.func.sum(cost_col),
+        *(sa.func.sum(getattr(c, f"cost_{k}")) for k in schema.COST_KINDS),
+        sa.func.sum(c.tool_calls), sa.func.sum(c.tool_errors), sa.func.sum(c.errors),
+    ).select_from(frm).where(*in_range).group_by(bucket, g)  # fmt: skip
+    cm = schema.call_models.c
+    by_model = (
+        sa.select(bucket, g, cm.kind, cm.provider, cm.model, sa.func.sum(cm.cost))
+        .select_from(
+            frm if model_cost else frm.join(
+                schema.call_models,
+                sa.and_(cm.tenant == c.tenant, cm.session_id == c.session_id),
+            )
+        )
+        .where(*in_range)
+        .group_by(bucket, g, cm.kind, cm.provider, cm.model)
+    )  # fmt: skip
+    sketches = (
+        sa.select(bucket, g, c.e2e_sketch, c.ttft_sketch)
+        .select_from(frm)
+        .where(*in_range, sa.or_(c.e2e_sketch.is_not(None), c.ttft_sketch.is_not(None)))
+    )
+    end_bucket = sa.cast(sa.func.floor(end / iv), sa.BigInteger).label("b")
+    ends = (
+        sa.select(end_bucket, g, sa.func.count(sa.distinct(c.session_id)))
+        .select_from(frm)
+        .where(*where, c.started_at < hi, end >= lo, end < hi)
+        .group_by(end_bucket, g)
+    )
+    before = (
+        sa.select(g, sa.func.count(sa.distinct(c.session_id)))
+        .select_from(frm)
+        .where(*where, c.started_at < lo, end >= lo)
+        .group_by(g)
+    )
+    out: dict[Any, dict[int, dict[str, Any]]] = {}
+
+    def cell(grp: Any, b: int) -> dict[str, Any]:
+        per = out.setdefault(grp, {})
+        d = per.get(b)
+        if d is None:
+            d = per[b] = {"calls": 0, "cost": 0.0, "cost_by_kind": {}, "cost_by_model": {},
+                          "cost_by_provider": {}, "tool_calls": 0, "tool_errors": 0,
+                          "errors": 0, "_e2e": Sketch(), "_ttft": Sketch(), "_start": 0,
+                          "_end": 0}  # fmt: skip
+        return d
+
+    with store.read_engine.connect() as conn:
+        for b, grp, n, cost, *rest in conn.execute(sums):
+            d = cell(grp, b)
+            d["calls"] = n
+            d["_start"] = n
+            d["cost"] = float(cost or 0.0)
+            kinds, (tools, tool_errors, errors) = rest[:4], rest[4:]
+            if not model_cost:
+                d["cost_by_kind"] = {k: float(v or 0.0) for k, v in zip(schema.COST_KINDS, kinds,
+                                                                 strict=True)}  # fmt: skip
+            # PostgreSQL sums integers as numeric (Decimal): back to int
+            d["tool_calls"], d["tool_errors"] = int(tools or 0), int(tool_errors or 0)
+            d["errors"] = int(errors or 0)
+        for b, grp, kind, provider, model, cost in conn.execute(by_model):
+            if cost is None:
+                continue
+            cost = float(cost)
+            d = cell(grp, b)
+            key = f"{provider}/{model}"
+            d["cost_by_model"][key] = d["cost_by_model"].get(key, 0.0) + cost
+            d["cost_by_provider"][provider] = d["cost_by_provider"].get(provider, 0.0) + cost
+            if model_cost:
+                d["cost_by_kind"][kind] = d["cost_by_kind"].get(kind, 0.0) + cost
+        for b, grp, e2e, ttft in conn.execute(sketches):
+            d = cell(grp, b)
+            d["_e2e"].merge_bytes(e2e)
+            d["_ttft"].merge_bytes(ttft)
+        for b, grp, n in conn.execute(ends):
+            cell(grp, b)["_end"] = n
+        active0 = dict(conn.execute(before).all())
+    groups = set(out) | set(active0)
+    buckets: list[dict[str, Any]] = []
+    for grp in sorted(groups, key=lambda x: (x is None, str(x))):
+        per = out.get(grp, {})
+        active = active0.get(grp, 0)
+        for b in range(first, last + 1):
+            d = per.get(b)
+            started, ended = (d["_start"], d["_end"]) if d else (0, 0)
+            active += started
+            if d is None and active == 0:
+                continue
+            d = d or cell(grp, b)
+            e2e, ttft = d.pop("_e2e"), d.pop("_ttft")
+            d.pop("_start"), d.pop("_end")
+            row = {"start": float(b * iv)}
+            if group_by is not None:
+                row["group"] = grp
+            row.update(d)
+            row["active_calls"] = active
+            row["cost"] = _money(row["cost"])
+            for k in ("cost_by_kind", "cost_by_model", "cost_by_provider"):
+                row[k] = {name: _money(v) for name, v in sorted(row[k].items())}
+            row["e2e_p50"], row["e2e_p95"] = e2e.quantile(0.5), e2e.quantile(0.95)
+            row["ttft_p50"], row["ttft_p95"] = ttft.quantile(0.5), ttft.quantile(0.95)
+            row["tool_error_rate"] = (
+                row["tool_errors"] / row["tool_calls"] if row["tool_calls"] else None
+            )
+            buckets.append(row)
+            active -= ended
+    return {"interval": iv, "since": lo, "until": hi, "group_by": group_by, "buckets": buckets}

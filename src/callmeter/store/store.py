@@ -166,6 +166,10 @@ class Store:
             cur.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=OFF")
+            try:
+                cur.execute("SELECT floor(1.5)")
+            except Exception:  # SQLite built without its math functions
+                dbapi_conn.create_function("floor", 1, _floor, deterministic=True)
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -464,6 +468,10 @@ class Store:
                 if empty:
                     conn.exec_driver_sql(f"DROP TABLE {name}")
                     self._partitions.discard(year * 12 + month - 1)
+
+
+def _floor(x: float | None) -> float | None:
+    return None if x is None else float(math.floor(x))
 
 
 def _month(t: float) -> int:
