@@ -17,7 +17,7 @@ from ..errors import InvalidArgumentError
 from ..model.events import MetricsCollectedEvent, Record
 from ..records.codec import encode
 from . import schema
-from .summary import CallDelta, apply_records, new_call
+from .summary import CallDelta, RequestPricer, apply_records, new_call
 
 try:
     import sqlalchemy as sa
@@ -140,8 +140,15 @@ class Store:
         else:
             self.write_engine = sa.create_engine(self.url, pool_pre_ping=True)
             self.read_engine = self.write_engine
-        self._prices = prices
-        self._prices_loaded = prices is not None
+        self._prices_arg = prices
+        self._prices: Any = None
+        self._prices_loaded = False
+        self._request_pricer: RequestPricer | None = None
+        ph = "?" if self.dialect == "sqlite" else "%s"
+        self._insert_records_sql = (
+            "INSERT INTO records (tenant, session_id, seq, part_time, created_at, event, kind, "
+            f"body) VALUES ({', '.join([ph] * 8)})"
+        )
         self._lock = threading.Lock()  # one writer per Store (group commit happens above)
         self._partitions: set[int] = set()
         try:
@@ -191,13 +198,22 @@ class Store:
 
     @property
     def prices(self) -> Any:
-        """The prices calls are costed with (callmeter's defaults unless given)."""
+        """The prices calls are costed with (callmeter's defaults unless given; None when
+        the store was opened with ``prices=False``). ``prices`` takes what
+        :class:`~callmeter.usage.UsageCollector` takes: a ``Prices``, override rates (a dict
+        or a TOML path), None for the defaults, False for no cost."""
         if not self._prices_loaded:
-            from ..pricing.prices import default_prices
+            from ..pricing.prices import resolve_prices
 
-            self._prices = default_prices()
+            self._prices = resolve_prices(self._prices_arg)
             self._prices_loaded = True
         return self._prices
+
+    @property
+    def _pricer(self) -> RequestPricer:
+        if self._request_pricer is None:
+            self._request_pricer = RequestPricer(self.prices)
+        return self._request_pricer
 
     def close(self) -> None:
         """Release the database connections."""
@@ -226,7 +242,7 @@ class Store:
         for tenant, _ in batches:
             if not isinstance(tenant, str) or not tenant:
                 raise InvalidArgumentError(f"tenant must be a non-empty str, got {tenant!r}")
-        prices = self.prices
+        prices = self._pricer
         if self.dialect == "postgresql":
             self._ensure_partitions({r.created_at for _, recs in batches for r in recs})
         for attempt in range(5):
@@ -281,7 +297,7 @@ class Store:
             )
             stored.update((sid, seq) for sid, seq in conn.execute(q))
         result.duplicates += len(stored)
-        new_records: list[dict[str, Any]] = []
+        new_records: list[tuple[Any, ...]] = []
         deltas: dict[str, CallDelta] = {}
         for sid, seqs in by_session.items():
             fresh = [rb for seq, rb in sorted(seqs.items()) if (sid, seq) not in stored]
@@ -293,24 +309,23 @@ class Store:
             part_time = row["part_time"]
             for r, body in fresh:
                 new_records.append(
-                    {
-                        "tenant": tenant,
-                        "session_id": sid,
-                        "seq": r.seq,
-                        "part_time": part_time,
-                        "created_at": r.created_at,
-                        "event": r.__class__.__struct_config__.tag,
-                        "kind": r.metrics.__class__.type
-                        if r.__class__ is MetricsCollectedEvent
-                        else None,
-                        "body": body,
-                    }
+                    (
+                        tenant,
+                        sid,
+                        r.seq,
+                        part_time,
+                        r.created_at,
+                        r.__class__.__struct_config__.tag,
+                        r.metrics.__class__.type if r.__class__ is MetricsCollectedEvent else None,
+                        body,
+                    )
                 )
             deltas[sid] = apply_records(row, [r for r, _ in fresh], prices, tenant=tenant)
         result.accepted = len(new_records)
         if not new_records:
             return result
-        conn.execute(rec_t.insert(), new_records)
+        # the hot insert goes straight to the driver (no per-row SQLAlchemy processing)
+        conn.exec_driver_sql(self._insert_records_sql, new_records)
         inserts = [rows[s] for s in deltas if s not in existing_calls]
         updates = [rows[s] for s in deltas if s in existing_calls]
         if inserts:
