@@ -71,7 +71,7 @@ def parse_body(data: bytes, *, json_array: bool, max_records: int) -> Parsed:
         except InvalidRecordError as exc:
             out.rejected.append({"line": n, "error": str(exc)})
             continue
-        why = check_record(record)
+        why = check_record(record, line)  # the raw line: JSON escapes a NUL as \u0000
         if why is not None:
             out.rejected.append({"line": n, "error": f"cannot be stored: {why}"})
         else:

@@ -149,6 +149,19 @@ class Store:
             "INSERT INTO records (tenant, session_id, seq, part_time, created_at, event, kind, "
             f"body) VALUES ({', '.join([ph] * 8)})"
         )
+        self._call_columns = [c.name for c in schema.calls.c]
+        self._call_update_columns = [
+            c for c in self._call_columns if c not in ("tenant", "session_id", "part_time")
+        ]
+        self._insert_calls_sql = (
+            f"INSERT INTO calls ({', '.join(self._call_columns)}) "
+            f"VALUES ({', '.join([ph] * len(self._call_columns))})"
+        )
+        self._update_calls_sql = (
+            "UPDATE calls SET "
+            + ", ".join(f"{c} = {ph}" for c in self._call_update_columns)
+            + f" WHERE tenant = {ph} AND session_id = {ph}"
+        )
         self._lock = threading.Lock()  # one writer per Store (group commit happens above)
         self._partitions: set[int] = set()
         try:
@@ -328,25 +341,15 @@ class Store:
         conn.exec_driver_sql(self._insert_records_sql, new_records)
         inserts = [rows[s] for s in deltas if s not in existing_calls]
         updates = [rows[s] for s in deltas if s in existing_calls]
+        # calls rows go straight to the driver too: dozens of columns a row
         if inserts:
-            conn.execute(calls_t.insert(), inserts)
+            conn.exec_driver_sql(self._insert_calls_sql, [tuple(r[c] for c in self._call_columns)
+                                                          for r in inserts])  # fmt: skip
         if updates:
-            cols = [c.name for c in calls_t.c if c.name not in ("tenant", "session_id")]
-            stmt = (
-                calls_t.update()
-                .where(
-                    calls_t.c.tenant == sa.bindparam("b_tenant"),
-                    calls_t.c.session_id == sa.bindparam("b_session_id"),
-                )
-                .values({c: sa.bindparam(c) for c in cols})
-            )
-            conn.execute(
-                stmt,
-                [
-                    {"b_tenant": r["tenant"], "b_session_id": r["session_id"]}
-                    | {c: r[c] for c in cols}
-                    for r in updates
-                ],
+            cols = self._call_update_columns
+            conn.exec_driver_sql(
+                self._update_calls_sql,
+                [(*(r[c] for c in cols), r["tenant"], r["session_id"]) for r in updates],
             )
         self._write_side_tables(conn, tenant, deltas, existing_calls)
         return result

@@ -88,16 +88,25 @@ class RequestPricer:
         """The cost of request ``m`` of ``kind`` by the model in ``md``."""
         if self.prices is None or md is None or not md.model_name:
             return None
+        cls = m.__class__
+        if cls is LLMMetrics:
+            key: tuple[Any, ...] = (kind, md, m.usage_reported, m.prompt_tokens,
+                   m.prompt_cached_tokens, m.cache_creation_tokens, m.completion_tokens,
+                   m.input_audio_tokens, m.output_audio_tokens)  # fmt: skip
+        elif cls is TTSMetrics:
+            key = (kind, md, m.input_tokens, m.output_tokens, m.audio_duration,
+                   m.characters_count)  # fmt: skip
+        elif cls is STTMetrics:
+            key = (kind, md, m.input_tokens, m.output_tokens, m.input_audio_tokens,
+                   m.audio_duration)  # fmt: skip
+        else:
+            key = ()
+        memo = self._memo
+        if key and key in memo:
+            return memo[key]
         a = amounts_of(m)
         if a is None:
             return None
-        key = (kind, md.model_provider, md.model_name, a.requests, a.input_tokens,
-               a.cache_read_tokens, a.cache_write_tokens, a.output_tokens,
-               a.input_audio_tokens, a.output_audio_tokens, a.cache_audio_read_tokens,
-               a.audio_seconds, a.characters)  # fmt: skip
-        memo = self._memo
-        if key in memo:
-            return memo[key]
         lk = (md.model_name, md.model_provider)
         if lk not in self._lookups:
             self._lookups[lk] = self.prices.lookup(md.model_name, md.model_provider)
@@ -111,9 +120,10 @@ class RequestPricer:
                     out = None  # a request carrying nothing its price bills
             except Exception:
                 out = None
-        if len(memo) >= self.MEMO:
-            memo.clear()
-        memo[key] = out
+        if key:
+            if len(memo) >= self.MEMO:
+                memo.clear()
+            memo[key] = out
         return out
 
 
