@@ -132,8 +132,9 @@ def build_query_db(db: str, calls: int, seed_calls: int = 1000) -> None:
                 sel.append(f"CAST(floor((started_at + {shift}) / 60) AS INTEGER)")
             else:
                 sel.append(c)
+        seeds = "session_id LIKE 'seed-%' AND session_id NOT LIKE '%-c%'"
         conn.execute(f"INSERT INTO calls ({', '.join(cols)}) SELECT {', '.join(sel)} "
-                     "FROM calls WHERE session_id LIKE 'seed-%' AND session_id NOT LIKE '%-c%'")  # fmt: skip
+                     f"FROM calls WHERE {seeds}")  # fmt: skip
         for table in ("call_labels", "call_models"):
             tcols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
             tsel = [f"session_id || '-c{k}'" if c == "session_id" else c for c in tcols]
@@ -163,7 +164,7 @@ def timed_get(conn: http.client.HTTPConnection, path: str) -> float:
 
 def pct(values: list[float], q: float) -> float:
     v = sorted(values)
-    return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
+    return v[min(len(v) - 1, round(q * (len(v) - 1)))]
 
 
 def queries(db: str, rounds: int) -> None:
