@@ -92,11 +92,12 @@ calls = Table(
     Column("ttft_sketch", LargeBinary),
     PrimaryKeyConstraint("tenant", "session_id", name="calls_pk"),
 )
-Index("calls_started", calls.c.tenant, calls.c.started_at)
+# sort keys end in session_id (the cursor's tie-break), so a page reads the index in order
+Index("calls_started", calls.c.tenant, calls.c.started_at, calls.c.session_id)
 Index("calls_minute", calls.c.tenant, calls.c.start_minute)
-Index("calls_cost", calls.c.tenant, calls.c.cost)
+Index("calls_cost", calls.c.tenant, calls.c.cost, calls.c.session_id)
 Index("calls_e2e_p95", calls.c.tenant, calls.c.e2e_p95)
-Index("calls_duration", calls.c.tenant, calls.c.duration)
+Index("calls_duration", calls.c.tenant, calls.c.duration, calls.c.session_id)
 Index("calls_agent", calls.c.tenant, calls.c.agent_name, calls.c.started_at)
 Index("calls_part_time", calls.c.part_time)
 

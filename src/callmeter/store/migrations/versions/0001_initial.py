@@ -95,12 +95,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant", "session_id", name="calls_pk"),
     )
     op.create_index("calls_agent", "calls", ["tenant", "agent_name", "started_at"], unique=False)
-    op.create_index("calls_cost", "calls", ["tenant", "cost"], unique=False)
-    op.create_index("calls_duration", "calls", ["tenant", "duration"], unique=False)
+    op.create_index("calls_cost", "calls", ["tenant", "cost", "session_id"], unique=False)
+    op.create_index("calls_duration", "calls", ["tenant", "duration", "session_id"], unique=False)
     op.create_index("calls_e2e_p95", "calls", ["tenant", "e2e_p95"], unique=False)
     op.create_index("calls_minute", "calls", ["tenant", "start_minute"], unique=False)
     op.create_index("calls_part_time", "calls", ["part_time"], unique=False)
-    op.create_index("calls_started", "calls", ["tenant", "started_at"], unique=False)
+    op.create_index("calls_started", "calls", ["tenant", "started_at", "session_id"], unique=False)
     op.create_table(
         "records",
         sa.Column("tenant", sa.String(length=200), nullable=False),
