@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_PORT = 8787
+DEFAULT_PORT = 8900  # not 8787: that is `callmeter sim`
 
 
 def _fail(message: str) -> None:
