@@ -14,9 +14,12 @@ from typing import Annotated, NoReturn
 import typer
 
 from .demo import demo
+from .importer import import_
 from .prices import prices
 from .report import report
+from .serve import serve
 from .sim import sim
+from .store import store_app
 
 app = typer.Typer(
     name="callmeter",
@@ -67,6 +70,9 @@ app.command()(demo)
 app.command()(report)
 app.command()(prices)
 app.command()(sim)
+app.command()(serve)
+app.command(name="import")(import_)
+app.add_typer(store_app, name="store")
 
 
 def error(message: str) -> None:

@@ -1,0 +1,79 @@
+"""Parsing an ingest body: JSONL or a JSON array, optionally gzip, into records and
+per-line errors (line numbers from 1)."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import msgspec
+
+from ..errors import InvalidRecordError
+from ..model.events import Record
+from ..records.codec import decode
+from ..store.store import check_record
+
+
+class BodyTooLarge(Exception):
+    """The body (or its decompressed form, or its record count) is over a limit."""
+
+
+class BadBody(Exception):
+    """The body as a whole cannot be read (bad gzip, not an array...)."""
+
+
+@dataclass(slots=True)
+class Parsed:
+    """The valid records of a body and what was wrong with the other lines."""
+
+    records: list[Record] = field(default_factory=list)
+    rejected: list[dict[str, object]] = field(default_factory=list)
+
+
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress gzip ``data``, refusing (BodyTooLarge) past ``limit`` bytes."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise BadBody(f"not valid gzip: {exc}") from None
+    if len(out) > limit:
+        raise BodyTooLarge(f"the decompressed body is over {limit} bytes")
+    if not d.eof:
+        raise BadBody("not valid gzip: the stream is truncated")
+    return out
+
+
+def parse_body(data: bytes, *, json_array: bool, max_records: int) -> Parsed:
+    """Decode every record of ``data``; invalid ones go to ``rejected`` with their line."""
+    out = Parsed()
+    if json_array:
+        try:
+            items = _raw_list.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise BadBody(f"not a JSON array of records: {exc}") from None
+        if len(items) > max_records:
+            raise BodyTooLarge(f"more than {max_records} records in one batch")
+        pairs = enumerate((bytes(r) for r in items), 1)
+    else:
+        lines = data.split(b"\n")
+        if len(lines) > max_records and sum(1 for x in lines if x.strip()) > max_records:
+            raise BodyTooLarge(f"more than {max_records} records in one batch")
+        pairs = enumerate(lines, 1)
+    for n, line in pairs:
+        if not json_array and not line.strip():
+            continue
+        try:
+            record = decode(line)
+        except InvalidRecordError as exc:
+            out.rejected.append({"line": n, "error": str(exc)})
+            continue
+        why = check_record(record, line)  # the raw line: JSON escapes a NUL as \u0000
+        if why is not None:
+            out.rejected.append({"line": n, "error": f"cannot be stored: {why}"})
+        else:
+            out.records.append(record)
+    return out

@@ -1,0 +1,505 @@
+"""Store: open (and migrate) the database, ingest records idempotently, prune old calls."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidArgumentError
+from ..model.events import MetricsCollectedEvent, Record
+from ..records.codec import encode
+from . import schema
+from .summary import CallDelta, RequestPricer, apply_records, new_call
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy import event
+    from sqlalchemy.engine import Connection, Engine
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "callmeter.store needs SQLAlchemy and Alembic: pip install 'callmeter[store]'"
+    ) from exc
+
+logger = logging.getLogger("callmeter.store")
+
+DEFAULT_DB = "callmeter.db"
+DEFAULT_TENANT = "default"
+_CHUNK = 400  # rows per IN (...) list, well under every driver's parameter limit
+MAX_SEQ = 2**63 - 1
+MAX_ID = 500
+MAX_LABELS = 64
+MAX_LABEL_KEY = 200
+MAX_LABEL_VALUE = 500
+
+
+def check_record(record: Record, body: bytes | None = None) -> str | None:
+    """Why the store cannot keep ``record`` (a decoded, valid record), or None.
+
+    The store's columns are bounded: ``seq`` below 2**63, ``session_id`` and ``agent_name``
+    up to 500 characters, at most 64 labels (keys up to 200, values up to 500 characters),
+    and no NUL character anywhere (PostgreSQL text cannot hold one).
+    """
+    if record.seq > MAX_SEQ:
+        return f"seq must be below 2**63, got {record.seq}"
+    sid = record.session_id
+    if not sid or len(sid) > MAX_ID:
+        return f"session_id must be 1 to {MAX_ID} characters"
+    if record.agent_name is not None and len(record.agent_name) > MAX_ID:
+        return f"agent_name must be at most {MAX_ID} characters"
+    labels = record.labels
+    if labels:
+        if len(labels) > MAX_LABELS:
+            return f"at most {MAX_LABELS} labels"
+        for k, v in labels.items():
+            if not k or len(k) > MAX_LABEL_KEY or len(v) > MAX_LABEL_VALUE:
+                return (
+                    f"label keys must be 1 to {MAX_LABEL_KEY} characters and values at most "
+                    f"{MAX_LABEL_VALUE}"
+                )
+    if b"\\u0000" in (body if body is not None else encode(record)):
+        return "strings must not contain NUL (\\u0000)"
+    return None
+
+
+def resolve_url(url: str | os.PathLike[str] | None = None) -> str:
+    """A database URL: ``url``, else ``$CALLMETER_DB``, else ``./callmeter.db`` (SQLite).
+
+    A plain path (no ``://``) means a SQLite file; ``postgresql://`` uses psycopg 3.
+    """
+    if url is None:
+        url = os.environ.get("CALLMETER_DB") or DEFAULT_DB
+    text = os.fspath(url)
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidArgumentError(f"a database URL or path is needed, got {url!r}")
+    if "://" not in text:
+        return f"sqlite:///{Path(text).expanduser().resolve()}"
+    if text.startswith("postgresql://") or text.startswith("postgres://"):
+        return "postgresql+psycopg://" + text.split("://", 1)[1]
+    return text
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What storing one batch did: records newly stored, and records already stored."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    """Records the store cannot keep (see :func:`check_record`), left out."""
+
+
+@dataclass(slots=True)
+class PruneResult:
+    """What a prune removed."""
+
+    calls: int = 0
+    records: int = 0
+
+
+def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class Store:
+    """The call store on SQLite (WAL, the default) or PostgreSQL.
+
+    ``Store()`` opens ``$CALLMETER_DB`` or ``./callmeter.db``, creating and migrating it on
+    first use. :meth:`ingest` stores records idempotently: a record whose ``(tenant,
+    session_id, seq)`` is already stored is counted as a duplicate and changes nothing.
+    """
+
+    def __init__(self, url: str | os.PathLike[str] | None = None, *, prices: Any = None) -> None:
+        self.url = resolve_url(url)
+        try:
+            parsed = sa.engine.make_url(self.url)
+        except sa.exc.ArgumentError as exc:
+            raise InvalidArgumentError(f"not a database URL: {self.url!r} ({exc})") from None
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise InvalidArgumentError(
+                f"unsupported database {self.dialect!r}: use a SQLite path or a postgresql:// URL"
+            )
+        if self.dialect == "sqlite":
+            path = parsed.database
+            if path and path != ":memory:":
+                try:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise InvalidArgumentError(f"cannot create {path!r}: {exc}") from None
+            self.write_engine = self._sqlite_engine(self.url, write=True)
+            self.read_engine = self._sqlite_engine(self.url, write=False)
+        else:
+            self.write_engine = sa.create_engine(self.url, pool_pre_ping=True)
+            self.read_engine = self.write_engine
+        self._prices_arg = prices
+        self._prices: Any = None
+        self._prices_loaded = False
+        self._request_pricer: RequestPricer | None = None
+        ph = "?" if self.dialect == "sqlite" else "%s"
+        self._insert_records_sql = (
+            "INSERT INTO records (tenant, session_id, seq, part_time, created_at, event, kind, "
+            f"body) VALUES ({', '.join([ph] * 8)})"
+        )
+        self._call_columns = [c.name for c in schema.calls.c]
+        self._call_update_columns = [
+            c for c in self._call_columns if c not in ("tenant", "session_id", "part_time")
+        ]
+        self._insert_calls_sql = (
+            f"INSERT INTO calls ({', '.join(self._call_columns)}) "
+            f"VALUES ({', '.join([ph] * len(self._call_columns))})"
+        )
+        self._update_calls_sql = (
+            "UPDATE calls SET "
+            + ", ".join(f"{c} = {ph}" for c in self._call_update_columns)
+            + f" WHERE tenant = {ph} AND session_id = {ph}"
+        )
+        self._lock = threading.Lock()  # one writer per Store (group commit happens above)
+        self._partitions: set[int] = set()
+        try:
+            self.migrate()
+        except (sa.exc.DBAPIError, ValueError, OSError) as exc:
+            self.close()
+            raise InvalidArgumentError(
+                f"cannot open the store at {parsed.render_as_string(hide_password=True)!r}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
+
+    @staticmethod
+    def _sqlite_engine(url: str, *, write: bool) -> Engine:
+        engine = sa.create_engine(
+            url, connect_args={"isolation_level": None, "check_same_thread": False, "timeout": 30}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=OFF")
+            try:
+                cur.execute("SELECT floor(1.5)")
+            except Exception:  # SQLite built without its math functions
+                dbapi_conn.create_function("floor", 1, _floor, deterministic=True)
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (Alembic)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.write_engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    @property
+    def prices(self) -> Any:
+        """The prices calls are costed with (callmeter's defaults unless given; None when
+        the store was opened with ``prices=False``). ``prices`` takes what
+        :class:`~callmeter.usage.UsageCollector` takes: a ``Prices``, override rates (a dict
+        or a TOML path), None for the defaults, False for no cost."""
+        if not self._prices_loaded:
+            from ..pricing.prices import resolve_prices
+
+            self._prices = resolve_prices(self._prices_arg)
+            self._prices_loaded = True
+        return self._prices
+
+    @property
+    def _pricer(self) -> RequestPricer:
+        if self._request_pricer is None:
+            self._request_pricer = RequestPricer(self.prices)
+        return self._request_pricer
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ingest ------------------------------------------------------------------------------
+
+    def ingest(self, records: Sequence[Record], *, tenant: str = DEFAULT_TENANT) -> IngestResult:
+        """Store ``records`` in one transaction; returns what was new and what was not."""
+        return self.ingest_batches([(tenant, records)])[0]
+
+    def ingest_batches(self, batches: Sequence[tuple[str, Sequence[Record]]]) -> list[IngestResult]:
+        """Store several batches in one transaction (group commit), one result each.
+
+        Returns once the transaction is committed; raises (and stores nothing) when it
+        cannot be.
+        """
+        for tenant, _ in batches:
+            if not isinstance(tenant, str) or not tenant:
+                raise InvalidArgumentError(f"tenant must be a non-empty str, got {tenant!r}")
+        prices = self._pricer
+        if self.dialect == "postgresql":
+            self._ensure_partitions({r.created_at for _, recs in batches for r in recs})
+        for attempt in range(5):
+            try:
+                with self._lock, self.write_engine.begin() as conn:
+                    return [
+                        self._ingest(conn, tenant, list(recs), prices) for tenant, recs in batches
+                    ]
+            except sa.exc.IntegrityError:
+                # Another writer (another process on the same PostgreSQL database) created
+                # one of these calls first: the transaction rolled back, so run it again.
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _ingest(
+        self, conn: Connection, tenant: str, records: list[Record], prices: Any
+    ) -> IngestResult:
+        result = IngestResult()
+        by_session: dict[str, dict[int, tuple[Record, bytes]]] = {}
+        for r in records:
+            body = encode(r)
+            if check_record(r, body) is not None:
+                result.invalid += 1
+                continue
+            seqs = by_session.setdefault(r.session_id, {})
+            if r.seq in seqs:
+                result.duplicates += 1
+            else:
+                seqs[r.seq] = (r, body)
+        if not by_session:
+            return result
+        calls_t = schema.calls
+        rows: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(list(by_session)):
+            q = sa.select(calls_t).where(
+                calls_t.c.tenant == tenant, calls_t.c.session_id.in_(chunk)
+            )
+            if self.dialect == "postgresql":
+                q = q.with_for_update()
+            for row in conn.execute(q).mappings():
+                rows[row["session_id"]] = dict(row)
+        existing_calls = set(rows)
+        # records already stored
+        rec_t = schema.records
+        stored: set[tuple[str, int]] = set()
+        known = [(sid, seq) for sid in existing_calls for seq in by_session[sid]]
+        for chunk in _chunks(known):
+            q = sa.select(rec_t.c.session_id, rec_t.c.seq).where(
+                rec_t.c.tenant == tenant, sa.tuple_(rec_t.c.session_id, rec_t.c.seq).in_(chunk)
+            )
+            stored.update((sid, seq) for sid, seq in conn.execute(q))
+        result.duplicates += len(stored)
+        new_records: list[tuple[Any, ...]] = []
+        deltas: dict[str, CallDelta] = {}
+        for sid, seqs in by_session.items():
+            fresh = [rb for seq, rb in sorted(seqs.items()) if (sid, seq) not in stored]
+            if not fresh:
+                continue
+            row = rows.get(sid)
+            if row is None:
+                row = rows[sid] = new_call(tenant, sid, min(r.created_at for r, _ in fresh))
+            part_time = row["part_time"]
+            for r, body in fresh:
+                new_records.append(
+                    (
+                        tenant,
+                        sid,
+                        r.seq,
+                        part_time,
+                        r.created_at,
+                        r.__class__.__struct_config__.tag,
+                        r.metrics.__class__.type if r.__class__ is MetricsCollectedEvent else None,
+                        body,
+                    )
+                )
+            deltas[sid] = apply_records(row, [r for r, _ in fresh], prices, tenant=tenant)
+        result.accepted = len(new_records)
+        if not new_records:
+            return result
+        # the hot insert goes straight to the driver (no per-row SQLAlchemy processing)
+        conn.exec_driver_sql(self._insert_records_sql, new_records)
+        inserts = [rows[s] for s in deltas if s not in existing_calls]
+        updates = [rows[s] for s in deltas if s in existing_calls]
+        # calls rows go straight to the driver too: dozens of columns a row
+        if inserts:
+            conn.exec_driver_sql(self._insert_calls_sql, [tuple(r[c] for c in self._call_columns)
+                                                          for r in inserts])  # fmt: skip
+        if updates:
+            cols = self._call_update_columns
+            conn.exec_driver_sql(
+                self._update_calls_sql,
+                [(*(r[c] for c in cols), r["tenant"], r["session_id"]) for r in updates],
+            )
+        self._write_side_tables(conn, tenant, deltas, existing_calls)
+        return result
+
+    def _write_side_tables(
+        self, conn: Connection, tenant: str, deltas: dict[str, CallDelta], existing: set[str]
+    ) -> None:
+        turns = [t for d in deltas.values() for t in d.turns]
+        if turns:
+            conn.execute(schema.turns.insert(), turns)
+        labels = [
+            {"tenant": tenant, "session_id": sid, "key": k, "value": v}
+            for sid, d in deltas.items()
+            if d.labels
+            for k, v in d.labels.items()
+        ]
+        if labels:
+            conn.execute(schema.call_labels.insert(), labels)
+        cm = schema.call_models
+        models = {(sid, *key): m for sid, d in deltas.items() for key, m in d.models.items()}
+        if not models:
+            return
+        old: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        sids = sorted({k[0] for k in models if k[0] in existing})
+        for chunk in _chunks(sids):
+            q = sa.select(cm).where(cm.c.tenant == tenant, cm.c.session_id.in_(chunk))
+            for row in conn.execute(q).mappings():
+                old[(row["session_id"], row["kind"], row["provider"], row["model"])] = dict(row)
+        inserts, updates = [], []
+        for key, m in models.items():
+            prev = old.get(key)
+            if prev is None:
+                inserts.append(m)
+                continue
+            for f in ("requests", "prompt_tokens", "completion_tokens", "audio_duration",
+                      "characters", "duration", "errors"):  # fmt: skip
+                prev[f] += m[f]
+            if m["cost"] is not None:
+                prev["cost"] = (prev["cost"] or 0.0) + m["cost"]
+            updates.append(prev)
+        if inserts:
+            conn.execute(cm.insert(), inserts)
+        if updates:
+            vals = ("requests", "prompt_tokens", "completion_tokens", "audio_duration",
+                    "characters", "duration", "errors", "cost")  # fmt: skip
+            stmt = (
+                cm.update()
+                .where(
+                    cm.c.tenant == sa.bindparam("b_tenant"),
+                    cm.c.session_id == sa.bindparam("b_session_id"),
+                    cm.c.kind == sa.bindparam("b_kind"),
+                    cm.c.provider == sa.bindparam("b_provider"),
+                    cm.c.model == sa.bindparam("b_model"),
+                )
+                .values({v: sa.bindparam(v) for v in vals})
+            )
+            conn.execute(
+                stmt,
+                [
+                    {f"b_{k}": u[k] for k in ("tenant", "session_id", "kind", "provider", "model")}
+                    | {v: u[v] for v in vals}
+                    for u in updates
+                ],
+            )
+
+    def _ensure_partitions(self, times: set[float]) -> None:
+        """Create the monthly partitions of ``records`` these times fall in (PostgreSQL),
+        in their own transaction, serialized across processes by an advisory lock. A call's
+        ``part_time`` is the ``created_at`` of one of its records, so this covers it."""
+        months = {_month(t) for t in times} - self._partitions
+        if not months:
+            return
+        with self.write_engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242424242)")
+            for month in sorted(months):
+                start, end = _month_bounds(month)
+                name = f"records_{month // 12:04d}{month % 12 + 1:02d}"
+                conn.exec_driver_sql(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF records "
+                    f"FOR VALUES FROM ({start}) TO ({end})"
+                )
+        self._partitions |= months
+
+    # retention ---------------------------------------------------------------------------
+
+    def prune(self, older_than: float, *, now: float | None = None) -> PruneResult:
+        """Delete calls that started more than ``older_than`` seconds ago, with their turns,
+        records and side rows (every tenant). On PostgreSQL, emptied monthly partitions of
+        ``records`` are dropped."""
+        if (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, int | float)
+            or not 0 <= older_than < math.inf
+        ):
+            raise InvalidArgumentError(
+                f"older_than must be a non-negative number of seconds, got {older_than!r}"
+            )
+        cutoff = (time.time() if now is None else now) - older_than
+        out = PruneResult()
+        c = schema.calls
+        with self._lock, self.write_engine.begin() as conn:
+            old = sa.select(c.c.tenant, c.c.session_id).where(c.c.started_at < cutoff)
+            victims = [tuple(r) for r in conn.execute(old)]
+            for chunk in _chunks(victims):
+                for table in (schema.records, schema.turns, schema.call_models, schema.call_labels):
+                    res = conn.execute(
+                        table.delete().where(
+                            sa.tuple_(table.c.tenant, table.c.session_id).in_(chunk)
+                        )
+                    )
+                    if table is schema.records:
+                        out.records += res.rowcount
+                res = conn.execute(
+                    c.delete().where(sa.tuple_(c.c.tenant, c.c.session_id).in_(chunk))
+                )
+                out.calls += res.rowcount
+            if self.dialect == "postgresql":
+                self._drop_empty_partitions(conn, cutoff)
+        return out
+
+    def _drop_empty_partitions(self, conn: Connection, cutoff: float) -> None:
+        rows = conn.exec_driver_sql(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'records'"
+        ).all()
+        for (name,) in rows:
+            try:
+                year, month = int(name[8:12]), int(name[12:14])
+            except ValueError:
+                continue
+            _, end = _month_bounds(year * 12 + month - 1)
+            if end <= cutoff:
+                empty = conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {name})").scalar()
+                if empty:
+                    conn.exec_driver_sql(f"DROP TABLE {name}")
+                    self._partitions.discard(year * 12 + month - 1)
+
+
+def _floor(x: float | None) -> float | None:
+    return None if x is None else float(math.floor(x))
+
+
+def _month(t: float) -> int:
+    d = datetime.fromtimestamp(max(0.0, t), UTC)
+    return d.year * 12 + d.month - 1
+
+
+def _month_bounds(month: int) -> tuple[float, float]:
+    y, m = divmod(month, 12)
+    start = datetime(y, m + 1, 1, tzinfo=UTC).timestamp()
+    y2, m2 = divmod(month + 1, 12)
+    end = datetime(y2, m2 + 1, 1, tzinfo=UTC).timestamp()
+    return start, end
