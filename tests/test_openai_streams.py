@@ -49,14 +49,15 @@ class Watched:
         return [m for m, closed in self.seen if not closed]
 
 
-class ClosingSession(AgentSession):
-    """An AgentSession whose close() first emits ``closing`` (before its duration is fixed
-    and before ``close``): the hook the integration ends unfinished streams from."""
+ClosingSession = AgentSession  # close() emits ``closing`` before its duration is fixed
 
-    def close(self, error: str | None = None) -> None:
-        if not self.closed:
-            self.emit("closing")
-        super().close(error)
+
+class NoClosingSession(AgentSession):
+    """A session that never emits ``closing`` (as an older callmeter): the fallback path."""
+
+    def emit(self, event: str, *args: object) -> None:
+        if event != "closing":
+            super().emit(event, *args)
 
 
 def _open_sync(client: openai.OpenAI, api: str) -> object:
@@ -207,7 +208,7 @@ def test_unfinished_stream_without_closing_event(sim):
     _fast(sim)
     client = openai.OpenAI(base_url=sim.base_url, api_key="sim", max_retries=0)
     instrument(client)
-    watched = Watched()
+    watched = Watched(NoClosingSession(prices=False))
     with watched.session:
         stream = _open_sync(client, "chat")
         next(iter(stream))  # type: ignore[call-overload]
@@ -288,3 +289,28 @@ def test_closing_hook_as_a_method(sim):
     assert m.cancelled and len(watched.llm) == 1
     stream.close()  # type: ignore[attr-defined]
     client.close()
+
+
+def test_unfinished_stream_reaches_the_sinks_before_the_close_record(sim, tmp_path):
+    """With a real AgentSession and a JSONL sink: the unfinished stream's cancelled metric
+    is a record of the call, numbered before its ``close`` record."""
+    from callmeter.export import JSONLWriter
+    from callmeter.records import CloseEvent, RecordReader
+    from callmeter.records import MetricsCollectedEvent as Rec
+
+    _fast(sim)
+    client = openai.OpenAI(base_url=sim.base_url, api_key="sim", max_retries=0)
+    instrument(client)
+    path = tmp_path / "calls.jsonl"
+    held = []
+    with JSONLWriter(path) as writer:
+        session = writer.attach(AgentSession(prices=False))
+        with session:
+            stream = _open_sync(client, "chat")
+            next(iter(stream))  # type: ignore[call-overload]
+            held.append(stream)
+    records = list(RecordReader(path))
+    assert isinstance(records[-1], CloseEvent)
+    llm = [r for r in records if isinstance(r, Rec) and r.metrics.type == "llm_metrics"]
+    assert len(llm) == 1 and llm[0].metrics.cancelled and llm[0].seq < records[-1].seq
+    assert [r.seq for r in records] == list(range(len(records)))

@@ -66,6 +66,9 @@ PUBLIC = {
         "InvalidArgumentError",
         "InvalidMetricsError",
         "InvalidRecordError",
+        "MetricsNotKeptError",
+        "PriceFileError",
+        "SimServerError",
         "SinkClosedError",
     ],
 }
@@ -83,6 +86,17 @@ def test_all_lists_only_real_names(module):
     mod = importlib.import_module(module)
     assert all(hasattr(mod, name) for name in mod.__all__)
     assert set(PUBLIC[module]) <= set(mod.__all__)
+
+
+def test_the_public_exceptions_are_the_ones_in_errors():
+    import callmeter.metrics as m
+    import callmeter.pricing as p
+    from callmeter import errors
+    from callmeter.sim import SimServerError
+
+    assert m.MetricsNotKeptError is errors.MetricsNotKeptError
+    assert m.PriceFileError is p.PriceFileError is errors.PriceFileError
+    assert SimServerError is errors.SimServerError
 
 
 def test_every_callmeter_exception_derives_from_callmeter_error():

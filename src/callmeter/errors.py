@@ -43,3 +43,27 @@ class InvalidRecordError(CallmeterError, ValueError):
 
 class SinkClosedError(CallmeterError, RuntimeError):
     """A session was attached to a sink that is already closed."""
+
+
+class PriceFileError(CallmeterError, ValueError):
+    """A price file (or price dict) is malformed.
+
+    ``file``, ``line`` and ``field`` locate the problem when known (``line`` is 1-based).
+    """
+
+    def __init__(
+        self, message: str, *, file: str, line: int | None = None, field: str | None = None
+    ) -> None:
+        where = file if line is None else f"{file}:{line}"
+        super().__init__(f"{where}: {message}" + (f" (field {field!r})" if field else ""))
+        self.file = file
+        self.line = line
+        self.field = field
+
+
+class MetricsNotKeptError(CallmeterError):
+    """``UsageCollector.metrics`` was read on a collector created with ``keep_metrics=False``."""
+
+
+class SimServerError(CallmeterError):
+    """The simulator could not start (e.g. the port is taken)."""

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..errors import CallmeterError, InvalidArgumentError
+from ..errors import InvalidArgumentError, PriceFileError
 
 __all__ = [
     "ENV_VAR",
@@ -39,22 +39,6 @@ ENV_VAR = "CALLMETER_PRICES"
 """Environment variable naming a TOML price file that overrides bundled and genai-prices rates."""
 
 log = logging.getLogger("callmeter.pricing")
-
-
-class PriceFileError(CallmeterError, ValueError):
-    """A price file (or price dict) is malformed.
-
-    ``file``, ``line`` and ``field`` locate the problem when known (``line`` is 1-based).
-    """
-
-    def __init__(
-        self, message: str, *, file: str, line: int | None = None, field: str | None = None
-    ) -> None:
-        where = file if line is None else f"{file}:{line}"
-        super().__init__(f"{where}: {message}" + (f" (field {field!r})" if field else ""))
-        self.file = file
-        self.line = line
-        self.field = field
 
 
 class PriceEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

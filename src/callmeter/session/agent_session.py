@@ -47,7 +47,8 @@ class AgentSession(EventEmitter):
 
     Events: ``metrics_collected`` (:class:`MetricsCollectedEvent`; a ``TurnMetrics`` when a
     turn ends), ``session_started`` (:class:`SessionStartedEvent`), ``close``
-    (:class:`CloseEvent`) and ``latency_budget_exceeded``
+    (:class:`CloseEvent`; ``closing``, with no arguments, just before it) and
+    ``latency_budget_exceeded``
     (:class:`~callmeter.metrics.LatencyBudgetExceededEvent`).
     ``session_id`` is generated when not given; ``agent_name`` and ``labels`` ride on every
     event. Use as ``with session:`` / ``async with session:`` or call :meth:`start` and
@@ -104,6 +105,7 @@ class AgentSession(EventEmitter):
         self._started_wall: float | None = None
         self._started_perf: float | None = None
         self._duration: float | None = None
+        self._closing = False
         self._context_tokens: list[Token[AgentSession | None]] = []
         self._open_turns: dict[str, Turn] = {}
         self._latency_budget: LatencyBudget | None = None
@@ -173,12 +175,18 @@ class AgentSession(EventEmitter):
         )
 
     def close(self, error: str | None = None) -> None:
-        """Close the session and emit ``close`` with its duration. A second call does nothing."""
-        if self._duration is not None:
+        """Close the session and emit ``close`` with its duration. A second call does nothing.
+
+        First the ``closing`` event (no arguments) is emitted: its handlers may still record
+        metrics that belong to the call (e.g. a stream left unfinished ends, cancelled).
+        """
+        if self._duration is not None or self._closing:
             return
         if self._started_perf is None:
             self.start()
         assert self._started_perf is not None
+        self._closing = True  # a closing handler that calls close() does not close twice
+        self.emit("closing")
         self._duration = time.perf_counter() - self._started_perf
         self._collector.set_call_duration(self._duration)
         self._release_current()

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import CallmeterError
+from ..errors import SimServerError
 from .script import SIM_NAME, Plan, SimConfig, responses_to_messages
 
 logger = logging.getLogger("callmeter.sim")
@@ -376,10 +376,6 @@ class SimApp:
             await send("response.completed", response=resp)
             return await sse.end()
         return sse.response
-
-
-class SimServerError(CallmeterError):
-    """The simulator could not start (e.g. the port is taken)."""
 
 
 class SimServer:

@@ -10,7 +10,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import CallmeterError, InvalidArgumentError
+from ..errors import InvalidArgumentError, MetricsNotKeptError
 from ..latency.summary import LatencyCollector, LatencySummary
 from ..model import validate
 from ..model.events import CloseEvent
@@ -49,10 +49,6 @@ _ADDED_FIELDS = (
     "usage_unreported",
     "errors",
 )
-
-
-class MetricsNotKeptError(CallmeterError):
-    """``UsageCollector.metrics`` was read on a collector created with ``keep_metrics=False``."""
 
 
 class UsageCollector:
