@@ -228,3 +228,49 @@ def test_random_streams_add_up_and_agree_with_an_unbounded_collector(seed):
     assert b.cost_complete == f.cost_complete and sorted(b.unpriced) == sorted(f.unpriced)
     assert b.stt_audio_duration == pytest.approx(f.stt_audio_duration)
     assert b.llm_prompt_tokens == f.llm_prompt_tokens
+
+
+# ------------------------------------------------------------------ threads
+
+
+def _feed_from_threads(target, threads: int = 8, per_thread: int = 5000) -> None:
+    import sys
+    import threading
+
+    barrier = threading.Barrier(threads)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        for j in range(per_thread):
+            target(stt(1.0, sid=f"t{i}-{j // 50}"))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(old)
+
+
+def test_eight_threads_feeding_one_collector_keep_exact_totals():
+    c = UsageCollector(prices=prices(), keep_metrics=False, max_cost_turns=50)
+    _feed_from_threads(c.collect)
+    s = c.get_summary()
+    assert s.stt_requests == 40_000 and s.stt_audio_duration == 40_000.0
+    assert s.cost == Decimal("3.2")  # 40,000 s at $0.0048 per minute
+    assert_parts_add_up(s)
+
+
+def test_eight_threads_emitting_into_one_session_keep_exact_totals():
+    from callmeter import AgentSession
+
+    session = AgentSession(prices=prices())
+    _feed_from_threads(session.emit_metrics)
+    s = session.usage
+    assert s.stt_requests == 40_000 and s.stt_audio_duration == 40_000.0
+    assert s.cost == Decimal("3.2")
+    assert_parts_add_up(s)

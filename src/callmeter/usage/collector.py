@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import threading
 from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
@@ -55,10 +56,11 @@ class UsageCollector:
 
     ``keep_metrics=True`` (the default) keeps the events in :attr:`metrics`; ``max_metrics``
     keeps only the newest N (older ones are counted in :attr:`dropped_metrics`). Totals are
-    exact either way. Not thread-safe: feed one collector from one thread (or event loop).
+    exact either way, also when several threads collect at once.
 
-    ``collect`` only appends to a small buffer; events are added up in batches of
-    ``BATCH`` (and whenever a summary is read), which keeps the per-event cost low.
+    ``collect`` only appends to a small buffer (an atomic append); events are added up in
+    batches of ``BATCH`` under a lock (and whenever a summary is read), which keeps the
+    per-event cost low.
 
     ``prices`` selects the pricing: a :class:`~callmeter.pricing.Prices`, override
     rates (a dict or TOML file path, on top of the defaults), ``None`` for the defaults
@@ -103,11 +105,12 @@ class UsageCollector:
             EOUMetrics: self._add_intervals,
             RealtimeModelMetrics: self._realtime_batch,
         }
+        self._lock = threading.RLock()
         self.reset()
 
     def reset(self) -> None:
         """Forget everything collected so far."""
-        self._buf: list[AgentMetrics] = []
+        self._buf: deque[AgentMetrics] = deque()  # appended by any thread, drained under _lock
         self._models: dict[tuple[str, str | None, str | None], ModelUsage] = {}
         self._tools: dict[str, ToolUsage] = {}
         self._timeline = IntervalUnion()
@@ -141,17 +144,23 @@ class UsageCollector:
                 "this UsageCollector was created with keep_metrics=False; "
                 "create it with keep_metrics=True (optionally max_metrics=N) to keep events"
             )
-        self._flush()
-        return list(self._metrics)
+        with self._lock:
+            self._flush()
+            return list(self._metrics)
 
     @property
     def dropped_metrics(self) -> int:
         """Events no longer in :attr:`metrics` because of ``max_metrics``."""
-        self._flush()
-        return self._seen - len(self._metrics) if self._keep else 0
+        with self._lock:
+            self._flush()
+            return self._seen - len(self._metrics) if self._keep else 0
 
     def get_summary(self) -> UsageSummary:
         """A copy of the totals so far."""
+        with self._lock:
+            return self._summary()
+
+    def _summary(self) -> UsageSummary:
         self._flush()
         s = UsageSummary()
         summary_keys: dict[tuple[str, str | None, str | None], str] = {}
@@ -197,10 +206,15 @@ class UsageCollector:
     # batch aggregation ------------------------------------------------------------------
 
     def _flush(self) -> None:
-        buf = self._buf
-        if not buf:
-            return
-        self._buf = []
+        with self._lock:
+            pending = self._buf
+            if not pending:
+                return
+            # popleft, not a swap: another thread may be appending right now
+            buf = [pending.popleft() for _ in range(len(pending))]
+            self._add(buf)
+
+    def _add(self, buf: list[Any]) -> None:
         if self._keep:
             self._metrics.extend(buf)
             self._seen += len(buf)
@@ -253,13 +267,15 @@ class UsageCollector:
             raise InvalidArgumentError(
                 f"call duration must be a finite, non-negative number of seconds, got {seconds!r}"
             )
-        self._flush()
-        self._ledger.set_call_duration(None if seconds is None else float(seconds))
+        with self._lock:
+            self._flush()
+            self._ledger.set_call_duration(None if seconds is None else float(seconds))
 
     def get_latency_summary(self) -> LatencySummary:
         """Turn latency so far: e2e, LLM TTFT, TTS TTFB and tool percentiles, slowest turns."""
-        self._flush()
-        return self._latency.get_summary()
+        with self._lock:
+            self._flush()
+            return self._latency.get_summary()
 
     def _model(self, kind: str, metadata: Metadata | None) -> ModelUsage:
         if metadata is None:
