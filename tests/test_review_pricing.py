@@ -274,3 +274,39 @@ def test_eight_threads_emitting_into_one_session_keep_exact_totals():
     assert s.stt_requests == 40_000 and s.stt_audio_duration == 40_000.0
     assert s.cost == Decimal("3.2")
     assert_parts_add_up(s)
+
+
+# ------------------------------------------------------------------ price data and arguments
+
+
+def test_plan_rates_given_as_floats_in_a_dict_are_accepted_like_the_entry_rates():
+    p = prices(
+        {"acme/voice": {"kind": "tts", "mchars": 25.5, "plans": {"pro": {"mchars": 20.5}}}},
+        plans={"acme": "pro"},
+    )
+    assert p.lookup("voice", "acme").entry.mchars == Decimal("20.5")
+
+
+def test_a_bad_billing_rule_names_seconds_not_usd():
+    from callmeter.pricing import PriceFileError
+
+    with pytest.raises(PriceFileError, match="non-negative number of seconds"):
+        prices({"acme/x": {"audio_minute": 1, "min_seconds": -1}})
+
+
+@pytest.mark.parametrize("bad", [123, object(), b"p.toml", 1.5])
+def test_prices_of_a_wrong_type_raise_a_typed_error(bad):
+    from callmeter.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="price overrides must be"):
+        UsageCollector(prices=bad)
+
+
+def test_a_call_charge_whose_rate_overflows_is_unpriced_not_raised():
+    c = UsageCollector(
+        prices=prices({"acme/hosting": {"kind": "call", "call_minute": "1e999999"}}),
+        call_charges=["acme/hosting"],
+    )
+    c.set_call_duration(60.0)
+    s = c.get_summary()  # must not raise
+    assert s.cost == 0 and not s.cost_complete and "acme/hosting" in s.unpriced

@@ -576,8 +576,15 @@ def _call_charge(
         )
         return None
     assert price is not None
-    billed = apply_rule(round(duration * 1_000_000), rule_of(e))
-    cost = to_money(e.call_minute * billed / _US_PER_MINUTE)
+    try:
+        billed = apply_rule(round(duration * 1_000_000), rule_of(e))
+        cost = to_money(e.call_minute * billed / _US_PER_MINUTE)
+    except Exception as exc:  # e.g. an absurd rate that overflows: never raise from a summary
+        report.unpriced.append(_label(key))
+        report.complete = False
+        report.notes.append(f"{name}: call charge has no price (pricing failed: {exc!r})")
+        _warn_once(provider, model, f"pricing failed: {exc!r}")
+        return None
     report.by_model[key] = cost
     report.sources[key] = price.source.describe()
     return cost

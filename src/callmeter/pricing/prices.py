@@ -269,8 +269,9 @@ def _check_rate(
     name: str, value: Any, path: str, file: str, text: str | None, where: tuple
 ) -> None:
     if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+        unit = "seconds" if name.endswith("_seconds") else "USD"
         raise PriceFileError(
-            f"{name} must be a finite, non-negative number of USD, got {value}",
+            f"{name} must be a finite, non-negative number of {unit}, got {value!r}",
             file=file,
             line=_find_line(text, where, name),
             field=f"{path}.{name}",
@@ -378,9 +379,10 @@ def _parse_plans(
                     line=_find_line(text, (*where, "plans", plan), name),
                     field=f"{path}.plans.{plan}.{name}",
                 )
-            if isinstance(value, int | str) and not isinstance(value, bool):
+            if isinstance(value, int | float | str) and not isinstance(value, bool):
                 with contextlib.suppress(ArithmeticError):
-                    value = Decimal(value)
+                    # a float as written (0.1 -> 0.1), as for the entry's own rates
+                    value = Decimal(str(value) if isinstance(value, float) else value)
             _check_rate(name, value, f"{path}.plans.{plan}", file, text, (*where, "plans", plan))
             parsed[name] = value
         out[str(plan)] = parsed
@@ -586,6 +588,11 @@ class Prices:
             items: list[PriceOverrides] = []
         elif isinstance(overrides, Mapping | str | os.PathLike):
             items = [overrides]
+        elif isinstance(overrides, bytes | bytearray) or not hasattr(overrides, "__iter__"):
+            raise InvalidArgumentError(
+                "price overrides must be a dict, a TOML file path or a list of them, "
+                f"got {type(overrides).__name__}"
+            )
         else:
             items = list(overrides)
         self._tables: list[tuple[PriceSource, PriceTable]] = []
