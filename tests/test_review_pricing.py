@@ -310,3 +310,17 @@ def test_a_call_charge_whose_rate_overflows_is_unpriced_not_raised():
     c.set_call_duration(60.0)
     s = c.get_summary()  # must not raise
     assert s.cost == 0 and not s.cost_complete and "acme/hosting" in s.unpriced
+
+
+def test_many_distinct_model_names_keep_memory_bounded():
+    from callmeter.pricing import cost
+    from callmeter.pricing.prices import MAX_CACHED_NAMES
+
+    p = prices(genai=False)
+    for i in range(MAX_CACHED_NAMES + 100):
+        c = UsageCollector(prices=p)
+        c(stt(1.0, model=f"random-model-{i}", provider="acme"))
+        c.get_summary()
+    assert len(p._cache) <= MAX_CACHED_NAMES and len(p._table_cache) <= MAX_CACHED_NAMES
+    assert len(cost._warned) <= cost._MAX_WARNED
+    assert p.lookup("nova-3", "deepgram") is not None  # lookups still answer

@@ -273,9 +273,14 @@ _warned: set[tuple[str | None, str | None, str]] = set()
 _warned_lock = threading.Lock()
 
 
+_MAX_WARNED = 4096
+"""Distinct warnings remembered; beyond this, further ones are not logged (names come
+from events, so memory stays bounded)."""
+
+
 def _first_time(provider: str | None, model: str | None, topic: str) -> bool:
     with _warned_lock:
-        if (provider, model, topic) in _warned:
+        if (provider, model, topic) in _warned or len(_warned) >= _MAX_WARNED:
             return False
         _warned.add((provider, model, topic))
         return True

@@ -464,6 +464,9 @@ def _find_line(text: str | None, table: tuple[str, ...], key: str | None) -> int
     return None
 
 
+MAX_CACHED_NAMES = 4096
+"""Provider/model names whose lookup a :class:`Prices` remembers (then it starts afresh)."""
+
 MAX_PRICE_FILE_BYTES = 4 * 1024 * 1024
 """Price files larger than this (4 MiB) are refused: a real one is a few kilobytes."""
 
@@ -674,6 +677,8 @@ class Prices:
             prov = _norm_provider(key[0])
             found = self._find_genai(model, prov or provider)
         with self._lock:
+            if len(self._cache) >= MAX_CACHED_NAMES:  # names come from events: stay bounded
+                self._cache.clear()
             self._cache[key] = found
         return found
 
@@ -697,6 +702,8 @@ class Prices:
             pass
         found = self._search_tables(key, model, provider)
         with self._lock:
+            if len(self._table_cache) >= MAX_CACHED_NAMES:
+                self._table_cache.clear()
             self._table_cache[key] = found
         return found
 
