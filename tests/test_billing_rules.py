@@ -175,7 +175,10 @@ async def test_stt_audio_tokens_are_billed_at_the_audio_rate():
     assert list(s.cost_by_turn.values()) == [Decimal("0.008")]
 
 
-def test_input_tokens_without_the_audio_split_make_the_total_a_lower_bound(caplog):
+def test_input_tokens_without_the_audio_split_make_the_total_a_lower_bound(caplog, monkeypatch):
+    from callmeter.pricing import cost
+
+    monkeypatch.setattr(cost, "_warned", set())  # the warning is once per process
     caplog.set_level(logging.WARNING, logger="callmeter.pricing")
     c = UsageCollector(prices=prices())
     c(stt("gpt-4o-mini-transcribe", "openai", 3.0, sid="t", input_tokens=1_000, output_tokens=200))

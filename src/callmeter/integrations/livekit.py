@@ -25,6 +25,7 @@ import contextlib
 import contextvars
 import logging
 import math
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -558,13 +559,29 @@ def attach(lk_session: Any, session: AgentSession | None = None) -> LiveKitHandl
     ``session=None`` creates a callmeter :class:`~callmeter.AgentSession` named after the
     agent (its id, known at attach time or when the session starts). The callmeter session
     is started now and closed when the LiveKit session closes. Attach before
-    ``lk_session.start()`` to measure the whole call. Returns a :class:`LiveKitHandle`.
+    ``lk_session.start()`` to measure the whole call. Returns a :class:`LiveKitHandle`;
+    attaching the same two sessions again returns the handle already attached (nothing is
+    counted twice). Raises :class:`~callmeter.errors.InvalidArgumentError` when
+    ``lk_session`` is not an event emitter or ``session`` not a callmeter session.
     """
+    if not all(callable(getattr(lk_session, name, None)) for name in ("on", "off")):
+        raise InvalidArgumentError(
+            "attach() needs a livekit.agents.AgentSession (an event emitter with on/off), "
+            f"got {type(lk_session).__name__}"
+        )
     if session is None:
         session = AgentSession(agent_name=_agent_name(lk_session))
     elif not isinstance(session, AgentSession):
         raise InvalidArgumentError(f"session must be a callmeter AgentSession, got {session!r}")
+    for other in list(_handles):
+        if other.attached and other.lk_session is lk_session and other.session is session:
+            return other  # attached already: a second subscription would count twice
     handle = LiveKitHandle(lk_session, session)
     session.start()
     handle._attach()
+    _handles.add(handle)
     return handle
+
+
+_handles: weakref.WeakSet[LiveKitHandle] = weakref.WeakSet()
+"""Handles attached so far (while attached, the LiveKit session's emitter keeps them)."""

@@ -526,13 +526,15 @@ class CallmeterObserver(BaseObserver):
             self._tools.popitem(last=False)
 
     def _end_tool(self, call_id: Any, at: float, error: str | None) -> None:
-        started = self._tools.pop(call_id, None) if isinstance(call_id, str) else None
+        if not isinstance(call_id, str):
+            return
+        started = self._tools.pop(call_id, None)
+        self._tools_done[call_id] = None  # a start seen after its end is not a new call
+        if len(self._tools_done) > _MAX_SEEN:
+            self._tools_done.popitem(last=False)
         if started is None:
             return  # its start was not seen (or it was already measured)
         name, started_at, speech_id = started
-        self._tools_done[call_id] = None
-        if len(self._tools_done) > _MAX_SEEN:
-            self._tools_done.popitem(last=False)
         self.session.emit_metrics(
             ToolMetrics(
                 timestamp=at,

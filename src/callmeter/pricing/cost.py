@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any
 
 from .ledger import (
@@ -61,6 +61,8 @@ __all__ = [
 
 log = logging.getLogger("callmeter.pricing")
 
+_MONEY = Context(prec=28, rounding=ROUND_HALF_EVEN)
+"""The decimal context money is computed in (Python's default one), whatever the caller's."""
 _MILLION = Decimal(1_000_000)
 _US_PER_MINUTE = Decimal(60_000_000)
 _ = AUDIO_SECONDS  # re-exported layout index, used by the summary
@@ -274,9 +276,14 @@ _warned: set[tuple[str | None, str | None, str]] = set()
 _warned_lock = threading.Lock()
 
 
+_MAX_WARNED = 4096
+"""Distinct warnings remembered; beyond this, further ones are not logged (names come
+from events, so memory stays bounded)."""
+
+
 def _first_time(provider: str | None, model: str | None, topic: str) -> bool:
     with _warned_lock:
-        if (provider, model, topic) in _warned:
+        if (provider, model, topic) in _warned or len(_warned) >= _MAX_WARNED:
             return False
         _warned.add((provider, model, topic))
         return True
@@ -438,13 +445,19 @@ def price_ledger(ledger: Ledger, prices: Prices, call_charges: Iterable[str] = (
     applied is listed in ``unpriced`` and makes the total a lower bound, as does a priced
     model with speech requests that carry none of the quantities its price bills."""
     ledger.fold_all()
-    charges = list(prices.call_charges)
-    charges.extend(c for c in call_charges if c not in charges)
-    cache_key = (ledger.version, id(prices), tuple(charges))
+    charges: list[str] = []
+    seen: set[str] = set()
+    for c in (*prices.call_charges, *call_charges):  # each charge once, however it is spelt
+        k = "/".join(p.strip().lower() for p in c.partition("/")[::2])
+        if k not in seen:
+            seen.add(k)
+            charges.append(c)
+    cache_key = (ledger.version, ledger.dropped_events, id(prices), tuple(charges))
     hit = ledger.report_cache
     if hit is not None and hit[0] == cache_key:
         return hit[1]  # type: ignore[no-any-return]
-    report = _price_ledger(ledger, prices, charges)
+    with localcontext(_MONEY):  # the caller's decimal context must not change the money
+        report = _price_ledger(ledger, prices, charges)
     ledger.report_cache = (cache_key, report)
     return report
 
@@ -534,6 +547,11 @@ def _price_ledger(ledger: Ledger, prices: Prices, charges: list[str]) -> CostRep
             report.partial_turns.append(sid)  # type: ignore[arg-type]
     report.unattributed = part_total(unattributed[2])[0]
     report.dropped_turns_cost = part_total(dropped[2])[0]
+    if ledger.dropped_events:
+        report.complete = False
+        report.notes.append(
+            f"{ledger.dropped_events} malformed metrics event(s) left out (see the log)"
+        )
     for name in charges:
         cost = _call_charge(prices, name, ledger.call_duration, report)
         if cost is not None:
@@ -566,8 +584,15 @@ def _call_charge(
         )
         return None
     assert price is not None
-    billed = apply_rule(round(duration * 1_000_000), rule_of(e))
-    cost = to_money(e.call_minute * billed / _US_PER_MINUTE)
+    try:
+        billed = apply_rule(round(duration * 1_000_000), rule_of(e))
+        cost = to_money(e.call_minute * billed / _US_PER_MINUTE)
+    except Exception as exc:  # e.g. an absurd rate that overflows: never raise from a summary
+        report.unpriced.append(_label(key))
+        report.complete = False
+        report.notes.append(f"{name}: call charge has no price (pricing failed: {exc!r})")
+        _warn_once(provider, model, f"pricing failed: {exc!r}")
+        return None
     report.by_model[key] = cost
     report.sources[key] = price.source.describe()
     return cost

@@ -270,6 +270,7 @@ class Ledger:
     """
 
     __slots__ = (
+        "_last_dropped",
         "_max_turns",
         "_rule_cache",
         "_rules",
@@ -288,6 +289,7 @@ class Ledger:
         self._rules = rules
         self._rule_cache: dict[ModelKey, tuple[int, int] | None] = {}
         self._max_turns = max_turns
+        self._last_dropped: str | None = None
         self.turns: OrderedDict[str, Part] = OrderedDict()
         """The most recent turns, by ``speech_id``."""
         self.unattributed = Part()
@@ -314,7 +316,7 @@ class Ledger:
         for m in events:
             if m.__class__ not in kinds:
                 if m.__class__ is CloseEvent:
-                    self.set_call_duration(m.duration)
+                    self._close(m)
                 continue
             sid = m.speech_id
             if sid is None:
@@ -322,13 +324,27 @@ class Ledger:
             else:
                 part = turns.get(sid)
                 if part is None:
-                    part = turns[sid] = Part()
-                    if len(turns) > self._max_turns:
-                        self._drop_oldest()
+                    if not self._max_turns:  # no turn is kept: straight to the dropped part
+                        part = self.dropped
+                        part.cost = None
+                        if sid != self._last_dropped:
+                            self._last_dropped = sid
+                            self.dropped_turns += 1
+                    else:
+                        part = turns[sid] = Part()
+                        if len(turns) > self._max_turns:
+                            self._drop_oldest()
             pending = part.pending
             pending.append(m)
             if len(pending) >= MAX_PENDING:
                 self.fold(part)
+
+    def _close(self, ev: CloseEvent) -> None:
+        d = ev.duration
+        if isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d < float("inf"):
+            log.error("callmeter: ignored the duration of a malformed close event: %r", d)
+            return
+        self.set_call_duration(float(d))
 
     def set_call_duration(self, seconds: float | None) -> None:
         """Set the call's duration (seconds) for call-level charges."""
@@ -437,7 +453,13 @@ class Ledger:
                     v[3] += m.cache_creation_tokens
                     v[5] += m.input_audio_tokens
                     v[6] += m.output_audio_tokens
-                if prompt >= LARGE_REQUEST_TOKENS:
+                # large requests, and requests whose counts break the convention (so that
+                # they are priced, or refused, on their own, not hidden in a sum)
+                if (
+                    prompt >= LARGE_REQUEST_TOKENS
+                    or m.prompt_cached_tokens + m.cache_creation_tokens > prompt
+                    or m.input_audio_tokens > prompt
+                ):
                     large.append(
                         (
                             key,
@@ -458,6 +480,7 @@ class Ledger:
                 if us < 0:
                     raise ValueError(f"audio_duration must be a non-negative number, got {audio}")
                 rule = rules[key]
+                billed_before = v[8]
                 v[0] += 1
                 v[8] += us if rule is None else apply_rule(us, rule)
                 v[AUDIO_SECONDS] += audio
@@ -482,6 +505,19 @@ class Ledger:
                     if n:
                         v[5] += n
                         mask |= Q_INPUT_AUDIO
+                        if n > m.input_tokens:  # breaks the convention: priced on its own
+                            large.append(
+                                (
+                                    key,
+                                    Amounts(
+                                        1,
+                                        m.input_tokens,
+                                        output_tokens=m.output_tokens,
+                                        input_audio_tokens=n,
+                                        audio_us=v[8] - billed_before,
+                                    ),
+                                )
+                            )
                 masks = v[MASKS]
                 if masks is None:
                     masks = v[MASKS] = {}
@@ -505,7 +541,7 @@ class Ledger:
                 v[5] += a[4]
                 v[6] += a[5]
                 v[7] += a[6]
-                if a[0] >= LARGE_REQUEST_TOKENS:
+                if a[0] >= LARGE_REQUEST_TOKENS or a[1] > a[0] or a[4] > a[0] or a[6] > a[1]:
                     large.append((key, Amounts(1, *a)))
         for key, a in large:
             _keep_large(part, key, a)

@@ -253,8 +253,9 @@ def _check_rate(
     name: str, value: Any, path: str, file: str, text: str | None, where: tuple
 ) -> None:
     if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+        unit = "seconds" if name.endswith("_seconds") else "USD"
         raise PriceFileError(
-            f"{name} must be a finite, non-negative number of USD, got {value}",
+            f"{name} must be a finite, non-negative number of {unit}, got {value!r}",
             file=file,
             line=_find_line(text, where, name),
             field=f"{path}.{name}",
@@ -362,9 +363,10 @@ def _parse_plans(
                     line=_find_line(text, (*where, "plans", plan), name),
                     field=f"{path}.plans.{plan}.{name}",
                 )
-            if isinstance(value, int | str) and not isinstance(value, bool):
+            if isinstance(value, int | float | str) and not isinstance(value, bool):
                 with contextlib.suppress(ArithmeticError):
-                    value = Decimal(value)
+                    # a float as written (0.1 -> 0.1), as for the entry's own rates
+                    value = Decimal(str(value) if isinstance(value, float) else value)
             _check_rate(name, value, f"{path}.plans.{plan}", file, text, (*where, "plans", plan))
             parsed[name] = value
         out[str(plan)] = parsed
@@ -445,6 +447,9 @@ def _find_line(text: str | None, table: tuple[str, ...], key: str | None) -> int
         path = parent
     return None
 
+
+MAX_CACHED_NAMES = 4096
+"""Provider/model names whose lookup a :class:`Prices` remembers (then it starts afresh)."""
 
 MAX_PRICE_FILE_BYTES = 4 * 1024 * 1024
 """Price files larger than this (4 MiB) are refused: a real one is a few kilobytes."""
@@ -570,6 +575,11 @@ class Prices:
             items: list[PriceOverrides] = []
         elif isinstance(overrides, Mapping | str | os.PathLike):
             items = [overrides]
+        elif isinstance(overrides, bytes | bytearray) or not hasattr(overrides, "__iter__"):
+            raise InvalidArgumentError(
+                "price overrides must be a dict, a TOML file path or a list of them, "
+                f"got {type(overrides).__name__}"
+            )
         else:
             items = list(overrides)
         self._tables: list[tuple[PriceSource, PriceTable]] = []
@@ -651,6 +661,8 @@ class Prices:
             prov = _norm_provider(key[0])
             found = self._find_genai(model, prov or provider)
         with self._lock:
+            if len(self._cache) >= MAX_CACHED_NAMES:  # names come from events: stay bounded
+                self._cache.clear()
             self._cache[key] = found
         return found
 
@@ -674,6 +686,8 @@ class Prices:
             pass
         found = self._search_tables(key, model, provider)
         with self._lock:
+            if len(self._table_cache) >= MAX_CACHED_NAMES:
+                self._table_cache.clear()
             self._table_cache[key] = found
         return found
 

@@ -274,6 +274,7 @@ class AgentSession(EventEmitter):
             reason = _check(metrics)  # the slow path: subclasses, and naming the bad field
             if reason is not None:
                 self._rejects.reject(f"session {self.session_id}", reason, metrics)
+                self._collector.note_rejected(metrics)
                 return
         _last_valid.event = metrics
         try:

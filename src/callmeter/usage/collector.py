@@ -51,6 +51,9 @@ _ADDED_FIELDS = (
 )
 
 
+_BILLABLE = (LLMMetrics, STTMetrics, TTSMetrics, RealtimeModelMetrics)
+
+
 class UsageCollector:
     """Collects metrics events into a :class:`UsageSummary`.
 
@@ -104,6 +107,7 @@ class UsageCollector:
         self._batch = self.BATCH
         self._buf: list[AgentMetrics] = []  # appended to in place, never replaced
         self._rejects = validate.RejectLog(logger)
+        self._rejected_billable = 0  # > 0: some usage was left out, the cost is a lower bound
         self._batch_handlers: dict[type, Callable[[list[Any]], None]] = {
             LLMMetrics: self._llm_batch,
             ToolMetrics: self._tool_batch,
@@ -121,6 +125,7 @@ class UsageCollector:
 
     def _reset(self) -> None:
         del self._buf[:]
+        self._rejected_billable = 0
         self._models: dict[tuple[str, str | None, str | None], ModelUsage] = {}
         self._tools: dict[str, ToolUsage] = {}
         self._timeline = IntervalUnion()
@@ -155,6 +160,7 @@ class UsageCollector:
                 reason = validate.check(metrics)
                 if reason is not None:
                     self._rejects.reject("UsageCollector", reason, metrics)
+                    self.note_rejected(metrics)
                     return
         buf = self._buf
         buf.append(metrics)  # atomic: no lock on the per-event path
@@ -162,6 +168,12 @@ class UsageCollector:
             self._flush()
 
     __call__ = collect
+
+    def note_rejected(self, metrics: object) -> None:
+        """Note an event rejected before it reached this collector (by a session): if it
+        was a billable kind, the cost becomes a lower bound."""
+        if isinstance(metrics, _BILLABLE):
+            self._rejected_billable += 1
 
     def _collect_close(self, event: CloseEvent) -> None:
         try:
@@ -250,6 +262,12 @@ class UsageCollector:
         if self._prices is not None:
             report = price_ledger(self._ledger, self._prices, self._call_charges)
             apply_cost(s, report, summary_keys, self._ledger.call_duration)
+            if self._rejected_billable:
+                s.cost_complete = False
+                s.cost_notes.append(
+                    f"{self._rejected_billable} invalid billable event(s) were rejected: "
+                    "their usage is left out of the total"
+                )
         else:
             s.cost_complete = False  # pricing disabled: cost is not known
 
