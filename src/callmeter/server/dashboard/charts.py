@@ -37,7 +37,7 @@ def _time_label(t: float, span: float) -> str:
 def _frame(xs: Sequence[float], ymax: float, fmt: Any, label: str, cls: str) -> list[str]:
     out = [
         f'<svg class="chart {cls}" viewBox="0 0 {W} {H}" preserveAspectRatio="none" '
-        f'role="img" aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">'
+        f'role="img" aria-label="{escape(label)}">'
     ]
     ph = H - TOP - BOTTOM
     for i in range(5):
@@ -162,7 +162,7 @@ def waterfall(turns: Sequence[Mapping[str, Any]], session_id: str) -> str:
     width = LABEL_W + BAR_W + 90
     out = [
         f'<svg class="waterfall" data-session-id="{escape(session_id)}" '
-        f'viewBox="0 0 {width} {height}" role="img" xmlns="http://www.w3.org/2000/svg" '
+        f'viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="turn latency waterfall of {escape(session_id)}: {len(turns)} turn(s)">'
     ]
     if not turns:
