@@ -17,7 +17,7 @@ from callmeter.export import JSONLWriter
 from callmeter.server.dashboard import dashboard_command, demo_store
 from store.factory import make_call
 
-from .conftest import BOTH_B, INGEST_A, READ_A, Client, Server
+from .conftest import BOTH_B, INGEST_A, READ_A, Client
 from .dashboard_seed import real_calls, synthetic_calls
 
 
@@ -244,7 +244,8 @@ def test_call_page_one_waterfall_bar_per_turn_matching_the_breakdown(web):
             for (w, _), s in zip(rects, segs, strict=True):
                 assert float(w) == pytest.approx((s["end"] - s["start"]) * 600 / scale, abs=2e-3)
         assert "This call as JSON" in html and html.count("<details>") == stored["call"]["records"]
-        j = get(web, f"/calls/{sid}?format=json").json()
+        href = re.search(r'<a href="([^"]+)"[^>]*>This call as JSON', html).group(1)
+        j = get(web, href.replace("&amp;", "&")).json()
         assert j["call"] == stored["call"] and j["turns"] == stored["turns"]
     api.close()
     assert get(web, "/calls/nope").status == 404
@@ -295,9 +296,23 @@ def test_eight_threads_at_once(web):
 
 
 def test_without_tokens_there_is_no_login(tmp_path):
-    s = Server(str(tmp_path / "open.db"), env={"CALLMETER_TOKENS": ""}).start()
+    """The app in this process on a real uvicorn (loopback), with no tokens."""
+    import uvicorn
+
+    from callmeter.server import create_app
+    from callmeter.store import Store
+
+    store = Store(tmp_path / "open.db", prices=None)
+    srv = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=0,
+                                        log_level="warning"))  # fmt: skip
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    port = srv.servers[0].sockets[0].getsockname()[1]
     try:
-        c = Client(s.url)
+        c = Client(f"http://127.0.0.1:{port}")
         assert c.post_records(make_call("open-1", t0=time.time() - 60)).status == 200
         assert get(c, "/login?next=%2Fcalls", "").headers["location"] == "/calls"
         html = get(c, "/calls", "").body.decode()
@@ -305,7 +320,9 @@ def test_without_tokens_there_is_no_login(tmp_path):
         assert get(c, "/calls/open-1", "").status == 200
         c.close()
     finally:
-        s.stop()
+        srv.should_exit = True
+        th.join(20)
+        store.close()
 
 
 def test_demo_store_is_idempotent(tmp_path):

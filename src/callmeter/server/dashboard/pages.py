@@ -333,7 +333,7 @@ def call(detail: Mapping[str, Any]) -> str:
     more = ""
     if len(shown) < c["records"]:
         more = f'<p class="muted">Showing {len(shown)} of {c["records"]} records: the JSON has more.</p>'  # noqa: E501
-    json_href = f"/calls/{quote(sid, safe='')}/json"
+    json_href = f"/calls/{quote(sid, safe='')}?format=json"
     return (
         f'<p><a href="{json_href}" type="application/json">This call as JSON</a></p>'
         f'<dl class="facts">{dl}</dl>'

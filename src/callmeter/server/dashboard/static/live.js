@@ -6,6 +6,8 @@
   var status = document.getElementById("live-status");
   if (!body || !window.EventSource) return;
   var es = new EventSource("/live/events");
+  es.addEventListener("open", function () { body.setAttribute("data-live", "open"); });
+  es.addEventListener("error", function () { body.setAttribute("data-live", "reconnecting"); });
   function cell(tr, text, href) {
     var td = document.createElement("td");
     if (href) {
