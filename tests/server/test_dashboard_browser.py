@@ -52,7 +52,9 @@ class Watched:
         self.page = context.new_page()
         self.problems: list[str] = []
         p = self.page
-        p.on("console", lambda m: self.problems.append(m.text) if m.type == "error" else None)
+        allowed = tuple(f"status of {n} " for n in allow_status)  # the browser logs them too
+        p.on("console", lambda m: self.problems.append(m.text)
+             if m.type == "error" and not any(a in m.text for a in allowed) else None)  # fmt: skip
         p.on("pageerror", lambda e: self.problems.append(str(e)))
         p.on("requestfailed", lambda r: self.problems.append(f"failed {r.url} {r.failure}"))
         p.on("response", lambda r: self.problems.append(f"{r.status} {r.url}")
