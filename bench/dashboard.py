@@ -9,7 +9,8 @@ with SQL over 30 days, 5 agents). Against a real ``callmeter serve`` on loopback
 page is fetched over HTTP (the full server-side render: queries, HTML, SVG) interleaved
 with its baseline, the JSON API request that reads the same rows:
 
-- overview (custom ranges of 1 and 7 days, all agents and one) vs GET /v1/stats (same range);
+- overview over the last day of data, then the last week (all agents, and one) vs
+  GET /v1/stats (same range and buckets);
 - calls (10 filter/sort mixes, a second page) vs GET /v1/calls (same parameters);
 - call detail (50 records, 12 turns) vs GET /v1/calls/{id}.
 
@@ -48,8 +49,9 @@ def get(conn: http.client.HTTPConnection, path: str) -> tuple[float, bytes]:
 def cases() -> dict[str, list[tuple[str, str]]]:
     """Per page: (page path, baseline API path) pairs."""
     end = T0 + 30 * DAY
-    overview = []
+    out: dict[str, list[tuple[str, str]]] = {}
     for days in (1, 7):
+        overview = out[f"overview {days}d"] = []
         for agent in ("", "agent-2"):
             q = {"range": "custom", "since": str(end - days * DAY), "until": str(end)}
             if agent:
@@ -67,7 +69,7 @@ def cases() -> dict[str, list[tuple[str, str]]]:
     ]  # fmt: skip
     calls = [("/calls?" + urlencode(m), "/v1/calls?" + urlencode(m)) for m in mixes]
     detail = [(f"/calls/seed-{i}", f"/v1/calls/seed-{i}") for i in (5, 500, 999)]
-    return {"overview": overview, "calls": calls, "call detail": detail}
+    return {**out, "calls": calls, "call detail": detail}
 
 
 def main() -> None:

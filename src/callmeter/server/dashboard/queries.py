@@ -18,7 +18,7 @@ ACTIVE_STALE = 600.0
 """A call with no record for this many seconds is no longer shown as active."""
 ACTIVE_MAX_AGE = 86_400.0
 """Calls that started longer ago than this are not looked at for "active now"."""
-TTFB_CALLS = 5000
+TTFB_CALLS = 2000
 """TTS TTFB over time is taken from the turns of at most this many calls (the latest)."""
 
 _SUMMARY_COLUMNS = [c for c in schema.calls.c if c.name not in ("e2e_sketch", "ttft_sketch")]
