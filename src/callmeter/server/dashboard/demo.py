@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
+from typing import Any
 
 from ...errors import InvalidArgumentError
 
@@ -12,10 +13,12 @@ BATCH = 5000
 
 
 def demo_store(
-    jsonl_path: str | os.PathLike[str], db_path: str | os.PathLike[str]
+    jsonl_path: str | os.PathLike[str], db_path: str | os.PathLike[str], *, prices: Any = None
 ) -> tuple[int, int]:
     """Store the records of ``jsonl_path`` in the SQLite store at ``db_path`` (created if
-    missing; idempotent). Returns ``(stored, already_stored)`` record counts."""
+    missing; idempotent), costed with ``prices`` (as :class:`~callmeter.store.Store` takes
+    them; the demo passes its simulated models' rates). Returns ``(stored,
+    already_stored)`` record counts."""
     from ...records import RecordReader
     from ...store import Store
 
@@ -23,7 +26,7 @@ def demo_store(
     if not src.is_file():
         raise InvalidArgumentError(f"{str(src)!r} is not a readable JSONL file")
     stored = dup = 0
-    with Store(Path(db_path)) as store:
+    with Store(Path(db_path), prices=prices) as store:
         batch = []
         for rec in RecordReader(src):
             batch.append(rec)
