@@ -340,3 +340,35 @@ def test_demo_store_is_idempotent(tmp_path):
     cmd = dashboard_command(db)
     assert "callmeter serve --db" in cmd and "'" + str(db) + "'" in cmd
     assert urlsplit(cmd.split()[-1]).path == "/"
+
+
+def test_overview_series_agrees_with_the_query_layer_stats(tmp_path, monkeypatch):
+    from callmeter.server.dashboard import queries as dq
+    from callmeter.store import Store
+    from callmeter.store import queries as sq
+
+    now = 1_790_000_000.0
+    with Store(tmp_path / "s.db", prices=None) as store:
+        store.ingest(synthetic_calls(80, now=now) + make_call("open", t0=now - 500, close=False))
+        since, until = now - 3600, now
+        for agent in (None, "sales"):
+            got = dq.series(store, "default", since=since, until=until, interval=300, agent=agent)
+            assert got["sample_every"] == 1
+            want = sq.stats(store, "default", since=since, until=until, interval=300,
+                            group_by="agent" if agent else None)  # fmt: skip
+            rows = [b for b in want["buckets"] if agent is None or b["group"] == agent]
+            assert rows
+            for w in rows:
+                g = got["buckets"][w["start"]]
+                assert (g["calls"], g["active_calls"]) == (w["calls"], w["active_calls"])
+                assert g["cost"] == pytest.approx(w["cost"] or 0.0, abs=1e-9)
+                assert (g["e2e_p50"], g["e2e_p95"], g["ttft_p50"]) == (
+                    w["e2e_p50"], w["e2e_p95"], w["ttft_p50"])  # fmt: skip
+                assert g["tool_error_rate"] == w["tool_error_rate"]
+            assert sum(b["calls"] for b in got["buckets"].values()) == sum(r["calls"] for r in rows)
+        monkeypatch.setattr(dq, "LATENCY_CALLS", 10)
+        got = dq.series(store, "default", since=since, until=until, interval=3600)
+        assert got["sample_every"] > 1
+        one = next(b for b in got["buckets"].values() if b["e2e_p50"] is not None)
+        assert sum(b["calls"] for b in got["buckets"].values()) == 81  # counts stay exact
+        assert 0.4 <= one["e2e_p50"] <= 1.3  # a sample, still sane

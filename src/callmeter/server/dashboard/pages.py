@@ -176,6 +176,12 @@ def overview(ctx: Mapping[str, Any]) -> str:
         label=f"tool error rate in percent, {span}",
         fmt=lambda v: f"{v:.3g} %",
     )  # fmt: skip
+    sampled = ""
+    if ctx.get("sample_every", 1) > 1:
+        sampled = (
+            '<p class="muted">e2e and TTFT percentiles from the calls that started in every '
+            f"{ctx['sample_every']}th minute; TTS TTFB from the latest calls.</p>"
+        )
     t = ctx["totals"]
     cards = "".join(
         f'<div class="card"><span>{k}</span><strong>{v}</strong></div>'
@@ -208,7 +214,7 @@ def overview(ctx: Mapping[str, Any]) -> str:
         + '<div class="grid2">'
         + f"<figure><figcaption>Calls and active calls</figcaption>{calls_chart}</figure>"
         + f"<figure><figcaption>Cost by kind</figcaption>{cost_chart}</figure>"
-        + f"<figure><figcaption>Latency</figcaption>{lat_chart}</figure>"
+        + f"<figure><figcaption>Latency</figcaption>{lat_chart}{sampled}</figure>"
         + f"<figure><figcaption>Tool error rate</figcaption>{err_chart}</figure></div>"
         + _table("Costliest calls", CALL_HEAD, _call_rows(ctx["costliest"]), "costliest")
         + _table("Slowest calls (e2e p95)", CALL_HEAD, _call_rows(ctx["slowest"]), "slowest")

@@ -125,26 +125,21 @@ def overview_data(
     since, until = time_range(params, now)
     agent = params.get("agent") or None
     iv = pick_interval(until - since)
-    st = sq.stats(store, tenant, since=since, until=until, interval=iv,
-                  group_by="agent" if agent else None)  # fmt: skip
-    got = {b["start"]: b for b in st["buckets"] if agent is None or b.get("group") == agent}
+    ser = dq.series(store, tenant, since=since, until=until, interval=iv, agent=agent)
     first, last = math.floor(since / iv), math.floor((until - 1e-9) / iv)
     xs = [float(k * iv) for k in range(first, last + 1)]
-    empty = {"calls": 0, "active_calls": 0, "cost": 0.0, "cost_by_kind": {}, "e2e_p50": None,
-             "e2e_p95": None, "ttft_p50": None, "ttft_p95": None,
-             "tool_error_rate": None}  # fmt: skip
     buckets = []
     for x in xs:
-        b = dict(got.get(x, empty))
-        kinds = dict(b["cost_by_kind"])
-        kinds["call"] = max((b["cost"] or 0.0) - sum(v or 0.0 for v in kinds.values()), 0.0)
-        b["cost_by_kind"] = kinds
+        b = ser["buckets"][x]
+        kinds = b["cost_by_kind"]
+        kinds["call"] = max(b["cost"] - sum(kinds.values()), 0.0)
         buckets.append(b)
     ttfb = dq.tts_ttfb_p50(store, tenant, since=since, until=until, interval=iv, agent=agent)
     by_agent = dq.by_agent(store, tenant, since=since, until=until, agent=agent)
     top = {"since": since, "until": until, "agent": agent, "limit": TOP_CALLS}
     return {
         "since": since, "until": until, "interval": iv, "xs": xs, "buckets": buckets,
+        "sample_every": ser["sample_every"],
         "tts_ttfb": [ttfb.get(x) for x in xs],
         "totals": {k: sum(r[k] for r in by_agent) for k in ("calls", "cost", "turns", "errors")},
         "by_agent": by_agent,
