@@ -23,6 +23,7 @@ import argparse
 import http.client
 import json
 import socket
+import sqlite3
 import sys
 import tempfile
 import time
@@ -84,6 +85,9 @@ def main() -> None:
         db = args.db or str(Path(d) / "dash.db")
         if not args.db or not Path(db).exists():
             build_query_db(db, n_calls)
+        conn0 = sqlite3.connect(db)
+        n_calls = conn0.execute("SELECT count(*) FROM calls").fetchone()[0]
+        conn0.close()
         proc, url = start_server(db)
         host, port = url.split("//")[1].split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
