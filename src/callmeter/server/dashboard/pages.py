@@ -22,7 +22,7 @@ SORTABLE = {"started": "Start", "duration": "Duration", "cost": "Cost", "e2e_p95
 
 def money(v: float | None, complete: bool = True) -> str:
     """USD for people; ``unknown`` when there is no price, ``+?`` when some is missing."""
-    if v is None:
+    if v is None or (not v and not complete):
         return "unknown"
     s = f"${v:,.4f}" if abs(v) >= 0.01 or v == 0 else f"${v:.6f}"
     return s if complete else s + " +?"
@@ -297,7 +297,9 @@ def call(detail: Mapping[str, Any]) -> str:
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     kinds = {**{k: c["cost_by_kind"].get(k) for k in COST_KINDS}, "call": call_level(c)}
     cost_rows = [[KIND_LABELS[k], money(v)] for k, v in kinds.items()]
-    total = sum(v or 0.0 for v in kinds.values()) or 1.0
+    total = sum(v or 0.0 for v in kinds.values())
+    bar_note = '<p class="muted">No cost recorded for this call.</p>' if total <= 0 else ""
+    total = total or 1.0
     bar = "".join(
         f'<rect x="{sum((kinds[j] or 0.0) for j in list(kinds)[:i]) / total * 600:.2f}" y="0" '
         f'width="{(v or 0.0) / total * 600:.2f}" height="16" fill="{KIND_COLORS[k]}">'
@@ -340,6 +342,7 @@ def call(detail: Mapping[str, Any]) -> str:
     if len(shown) < c["records"]:
         more = f'<p class="muted">Showing {len(shown)} of {c["records"]} records: the JSON has more.</p>'  # noqa: E501
     json_href = f"/calls/{quote(sid, safe='')}?format=json"
+    cost_svg = bar_note + cost_svg
     return (
         f'<p><a href="{json_href}" type="application/json">This call as JSON</a></p>'
         f'<dl class="facts">{dl}</dl>'
