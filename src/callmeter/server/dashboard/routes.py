@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -48,6 +49,7 @@ HEADERS = {
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".svg": "image/svg+xml", ".txt": "text/plain; charset=utf-8"}  # fmt: skip
 _enc = msgspec.json.Encoder()
+_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="callmeter-dashboard")
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -125,7 +127,19 @@ def overview_data(
     since, until = time_range(params, now)
     agent = params.get("agent") or None
     iv = pick_interval(until - since)
-    ser = dq.series(store, tenant, since=since, until=until, interval=iv, agent=agent)
+    rng = {"since": since, "until": until}
+    top = {**rng, "agent": agent, "limit": TOP_CALLS}
+    # independent reads, run side by side (SQLite and PostgreSQL drivers release the GIL)
+    jobs = {
+        "series": _pool.submit(dq.series, store, tenant, interval=iv, agent=agent, **rng),
+        "by_model": _pool.submit(dq.by_model, store, tenant, agent=agent, **rng),
+        "ttfb": _pool.submit(dq.tts_ttfb_p50, store, tenant, interval=iv, agent=agent, **rng),
+        "by_agent": _pool.submit(dq.by_agent, store, tenant, agent=agent, **rng),
+        "costliest": _pool.submit(sq.list_calls, store, tenant, sort="cost", **top),
+        "slowest": _pool.submit(sq.list_calls, store, tenant, sort="e2e_p95", **top),
+    }
+    got = {k: f.result() for k, f in jobs.items()}
+    ser, ttfb, by_agent = got["series"], got["ttfb"], got["by_agent"]
     first, last = math.floor(since / iv), math.floor((until - 1e-9) / iv)
     xs = [float(k * iv) for k in range(first, last + 1)]
     buckets = []
@@ -134,18 +148,15 @@ def overview_data(
         kinds = b["cost_by_kind"]
         kinds["call"] = max(b["cost"] - sum(kinds.values()), 0.0)
         buckets.append(b)
-    ttfb = dq.tts_ttfb_p50(store, tenant, since=since, until=until, interval=iv, agent=agent)
-    by_agent = dq.by_agent(store, tenant, since=since, until=until, agent=agent)
-    top = {"since": since, "until": until, "agent": agent, "limit": TOP_CALLS}
     return {
         "since": since, "until": until, "interval": iv, "xs": xs, "buckets": buckets,
         "sample_every": ser["sample_every"],
         "tts_ttfb": [ttfb.get(x) for x in xs],
         "totals": {k: sum(r[k] for r in by_agent) for k in ("calls", "cost", "turns", "errors")},
         "by_agent": by_agent,
-        "by_model": dq.by_model(store, tenant, since=since, until=until, agent=agent),
-        "costliest": sq.list_calls(store, tenant, sort="cost", **top).calls,
-        "slowest": sq.list_calls(store, tenant, sort="e2e_p95", **top).calls,
+        "by_model": got["by_model"],
+        "costliest": got["costliest"].calls,
+        "slowest": got["slowest"].calls,
     }  # fmt: skip
 
 
