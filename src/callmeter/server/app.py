@@ -18,6 +18,7 @@ from ..errors import InvalidArgumentError
 from ..store import DEFAULT_TENANT, Store, queries
 from .auth import Token, Tokens
 from .body import BadBody, BodyTooLarge, gunzip, parse_body
+from .dashboard import dashboard_router
 from .writer import LATENCY_BUCKETS, QueueFull, Writer, WriterStopped
 
 try:
@@ -262,6 +263,7 @@ def create_app(store: Store, tokens: Tokens | None = None, limits: Limits | None
         writer = state["writer"]
         return Response(render_metrics(writer), media_type="text/plain; version=0.0.4")
 
+    app.include_router(dashboard_router(store, tokens))
     return app
 
 
