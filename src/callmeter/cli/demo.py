@@ -64,6 +64,14 @@ def demo(
         report = render_terminal(load(jsonl, prices=SIM_PRICES if options.simulated else None))
         html = write_html(report, out / "report.html")
         typer.echo(f"\nEvents: {jsonl}\nHTML report: {html.resolve()}")
+        try:
+            from ..server.dashboard import dashboard_command, demo_store
+        except ImportError:
+            typer.echo("Dashboard: install the server extra (pip install 'callmeter[server]')")
+        else:
+            db = out / "calls.db"
+            demo_store(jsonl, db, prices=SIM_PRICES if options.simulated else None)
+            typer.echo(f"Stored in {db}; open the dashboard on it with:\n  {dashboard_command(db)}")
     except (CallmeterError, OSError) as exc:
         error(str(exc))
         raise typer.Exit(2) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,5 +43,6 @@ def demo_store(
 def dashboard_command(db_path: str | os.PathLike[str]) -> str:
     """The one command that serves the dashboard on ``db_path`` and opens it in a browser."""
     db = shlex.quote(str(db_path))
-    return (f"(callmeter serve --db {db} --port 8787 &) && sleep 2 && "
-            "python -m webbrowser http://127.0.0.1:8787/")  # fmt: skip
+    py = shlex.quote(sys.executable)  # the interpreter callmeter is installed in (.venv)
+    return (f"({py} -m callmeter serve --db {db} --port 8900 &) && sleep 2 && "
+            f"{py} -m webbrowser http://127.0.0.1:8900/")  # fmt: skip
