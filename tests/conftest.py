@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,3 +100,15 @@ def recorder() -> Recorder:
         rec.events.append(ev.metrics)
 
     return rec
+
+
+@pytest.fixture(autouse=True)
+def _no_current_session():
+    """Each test starts with no current session: ``session.start()`` makes a session current
+    in its context, and a test that never closes one must not leak it into the next."""
+    from callmeter.session.context import current_session_var
+
+    token = current_session_var.set(None)
+    yield
+    with contextlib.suppress(ValueError):  # reset in another context than set
+        current_session_var.reset(token)

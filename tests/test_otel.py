@@ -306,6 +306,13 @@ def test_bad_values_and_threads(otel):
     sessions = [exporter.attach(AgentSession()) for _ in range(8)]
 
     def work(s: AgentSession) -> None:
+        def inject(m: object) -> None:  # past the session's validation: any source may err
+            exporter.receive(
+                metrics.MetricsCollectedEvent(
+                    session_id=s.session_id, seq=0, created_at=T0, metrics=m
+                )
+            )
+
         with s:
             for i in range(200):
                 s.emit_metrics(
@@ -313,16 +320,16 @@ def test_bad_values_and_threads(otel):
                         timestamp=T0, started_at=T0, duration=0.001 * i, tool_name=f"tool_{i}"
                     )
                 )
-            s.emit_metrics(metrics.LLMMetrics(timestamp=T0, started_at=T0, duration=float("nan")))
-            s.emit_metrics(
+            inject(metrics.LLMMetrics(timestamp=T0, started_at=T0, duration=float("nan")))
+            inject(
                 metrics.LLMMetrics(timestamp=T0, started_at=float("inf"), duration=0.1, ttft=-5.0)
             )
-            s.emit_metrics(
+            inject(
                 metrics.ToolMetrics(
                     timestamp=T0, started_at=T0, duration=0.1, tool_name="bad\udcff" * 100
                 )
             )
-            s.emit_metrics(metrics.STTMetrics(timestamp=T0, started_at=T0, duration=-1.0))
+            inject(metrics.STTMetrics(timestamp=T0, started_at=T0, duration=-1.0))
 
     threads = [threading.Thread(target=work, args=(s,)) for s in sessions]
     for t in threads:

@@ -483,8 +483,14 @@ def test_bad_values_never_raise_and_are_counted(registry):
         metrics.STTMetrics(timestamp=T0, started_at=T0, duration=0.1, audio_duration=float("nan")),
     ]
     with s:
-        for m in bad:
+        for m in bad:  # the session rejects these; a sink must survive them from any source
             s.emit_metrics(m)
+            monitor.receive(
+                metrics.MetricsCollectedEvent(
+                    session_id=s.session_id, seq=0, created_at=T0, metrics=m
+                )
+            )
+    assert s.rejected_events >= 8
     monitor.receive("not a record")  # type: ignore[arg-type]
     monitor.receive(None)  # type: ignore[arg-type]
     server = monitor.serve(0)

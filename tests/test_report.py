@@ -84,7 +84,8 @@ def test_corrupt_and_truncated_lines_are_reported_and_skipped(calls_file, tmp_pa
     text = out.getvalue()
     # one line per kind of problem, with the first line numbers
     assert f"skipped 3 of {len(lines) + 1} lines" in text
-    assert f"malformed: 2 (line 3, {len(lines) + 1}) not valid JSON" in text
+    assert "malformed: 1 (line 3) not valid JSON" in text
+    assert f"truncated: 1 (line {len(lines) + 1}) partial last line" in text
     assert "unknown_metric: 1 (line 5)" in text
 
 

@@ -157,7 +157,9 @@ def test_unknown_component_and_out_of_range_segments_are_clipped(tmp_path, capsy
     )
     assert "?quantum_wait" in doc and len(doc) < 50_000
     code, out, _ = cli(capsys, path, "--json")
-    assert code == 0 and json.loads(out)["calls"][0]["latency"]["turns"] == 2
+    # the waterfall shows the malformed turn clipped; the percentiles leave it out, since
+    # collectors reject an event whose segments lie outside its turn
+    assert code == 0 and json.loads(out)["calls"][0]["latency"]["turns"] == 1
 
 
 def test_huge_turn_duration_keeps_the_axis_small():
