@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from callmeter.export.http import HTTPExporter
 from callmeter.records import encode
 from callmeter.store import Store
+from callmeter.store.queries import stats as query_stats
+from callmeter.store.rollup import rebuild
 from store.factory import make_call
 
 T0 = 1_767_225_600.0  # 2026-01-01
@@ -147,6 +149,10 @@ def build_query_db(db: str, calls: int, seed_calls: int = 1000) -> None:
             f"created_at + {shift}, event, kind, body FROM records WHERE session_id NOT LIKE '%-c%'"
         )  # fmt: skip
     conn.execute("COMMIT")
+    conn.close()
+    with Store(db, prices=None) as s, s.write_engine.begin() as wconn:
+        rebuild(wconn)  # the clones went around ingest: build their hourly rollup
+    conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("ANALYZE")
     n_calls = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
     n_recs = conn.execute("SELECT count(*) FROM records").fetchone()[0]
@@ -207,16 +213,30 @@ def queries(db: str, rounds: int) -> None:
         "GET /v1/stats 30 days by hour, grouped by agent / model / label:tier: "
         + ", ".join(f"{t * ms:.0f} ms" for t in grouped_t)
     )
+    # in process: the hourly rollup against the baseline, the same stats from the call rows
+    kw = {"since": T0, "until": T0 + 30 * 86_400, "interval": "1h"}
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with Store(db, prices=None) as s:
+        for _ in range(3):  # interleaved
+            for use in (False, True):
+                t = time.perf_counter()
+                query_stats(s, "default", rollup=use, **kw)
+                times[use].append(time.perf_counter() - t)
+    fast, slow = statistics.median(times[True]), statistics.median(times[False])
+    print(f"stats() 30 days by hour, in process (medians of 3): rollup {fast * ms:.0f} ms, "
+          f"call rows (baseline) {slow * ms:.0f} ms, {slow / fast:.0f}x faster")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--query-db", help="queries only, on this database (built there if missing)")
+    ap.add_argument("--calls", type=int, help="calls in the query database (default 100,000)")
     args = ap.parse_args()
+    size = args.calls or (10_000 if args.quick else 100_000)
     if args.query_db:
         if not Path(args.query_db).exists():
-            build_query_db(args.query_db, 10_000 if args.quick else 100_000)
+            build_query_db(args.query_db, size)
         queries(args.query_db, rounds=10 if args.quick else 30)
         return
     n_calls = 200 if args.quick else 1000  # 50 records a call
@@ -234,7 +254,7 @@ def main() -> None:
         print(f"  end to end (HTTPExporter -> HTTP -> serve -> SQLite): {m_e2e:,.0f} records/s")
         print(f"  ratio end to end / floor: {m_e2e / m_fl:.0%} (goal: >= 50 %)")
         db = str(tmp / "query.db")
-        build_query_db(db, 10_000 if args.quick else 100_000)
+        build_query_db(db, size)
         queries(db, rounds=10 if args.quick else 30)
 
 
