@@ -163,6 +163,11 @@ class Store:
             + ", ".join(f"{c} = {ph}" for c in self._call_update_columns)
             + f" WHERE tenant = {ph} AND session_id = {ph}"
         )
+        self._turn_columns = [c.name for c in schema.turns.c]
+        self._insert_turns_sql = (
+            f"INSERT INTO turns ({', '.join(self._turn_columns)}) "
+            f"VALUES ({', '.join([ph] * len(self._turn_columns))})"
+        )
         self._lock = threading.Lock()  # one writer per Store (group commit happens above)
         self._partitions: set[int] = set()
         try:
@@ -380,8 +385,9 @@ class Store:
     ) -> dict[str, list[tuple[str, str, str, float | None]]]:
         """Write turns, labels and model usage; returns the calls' model costs from before."""
         turns = [t for d in deltas.values() for t in d.turns]
-        if turns:
-            conn.execute(schema.turns.insert(), turns)
+        if turns:  # straight to the driver, like records: several rows a call
+            cols = self._turn_columns
+            conn.exec_driver_sql(self._insert_turns_sql, [tuple(t[c] for c in cols) for t in turns])
         labels = [
             {"tenant": tenant, "session_id": sid, "key": k, "value": v}
             for sid, d in deltas.items()
