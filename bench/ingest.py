@@ -103,8 +103,9 @@ def floor(recs: list, tmp: Path, k: int, batch: int = 2000) -> float:
     return len(recs) / elapsed
 
 
-def build_query_db(db: str, calls: int, seed_calls: int = 1000) -> None:
-    """``seed_calls`` calls ingested for real, then cloned (SQL) to ``calls`` calls."""
+def build_query_db(db: str, calls: int, seed_calls: int = 1000, records: bool = True) -> None:
+    """``seed_calls`` calls ingested for real, then cloned (SQL) to ``calls`` calls (without
+    their records when ``records`` is false: lists and statistics never read them)."""
     with Store(db, prices=None) as s:
         recs = []
         for i in range(seed_calls):
@@ -143,6 +144,8 @@ def build_query_db(db: str, calls: int, seed_calls: int = 1000) -> None:
             tsel = [f"session_id || '-c{k}'" if c == "session_id" else c for c in tcols]
             conn.execute(f"INSERT INTO {table} ({', '.join(tcols)}) SELECT {', '.join(tsel)} "
                          f"FROM {table} WHERE session_id NOT LIKE '%-c%'")  # fmt: skip
+        if not records:
+            continue
         conn.execute(
             "INSERT INTO records (tenant, session_id, seq, part_time, created_at, event, kind, "
             f"body) SELECT tenant, session_id || '-c{k}', seq, part_time + {shift}, "
@@ -232,11 +235,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--query-db", help="queries only, on this database (built there if missing)")
     ap.add_argument("--calls", type=int, help="calls in the query database (default 100,000)")
+    ap.add_argument("--ingest-only", action="store_true", help="skip the query phase")
+    ap.add_argument(
+        "--no-records",
+        action="store_true",
+        help="build the query database without copies of the records (faster)",
+    )
     args = ap.parse_args()
     size = args.calls or (10_000 if args.quick else 100_000)
     if args.query_db:
         if not Path(args.query_db).exists():
-            build_query_db(args.query_db, size)
+            build_query_db(args.query_db, size, records=not args.no_records)
         queries(args.query_db, rounds=10 if args.quick else 30)
         return
     n_calls = 200 if args.quick else 1000  # 50 records a call
@@ -253,8 +262,10 @@ def main() -> None:
         print(f"  storage floor (executemany into records): {m_fl:,.0f} records/s")
         print(f"  end to end (HTTPExporter -> HTTP -> serve -> SQLite): {m_e2e:,.0f} records/s")
         print(f"  ratio end to end / floor: {m_e2e / m_fl:.0%} (goal: >= 50 %)")
+        if args.ingest_only:
+            return
         db = str(tmp / "query.db")
-        build_query_db(db, size)
+        build_query_db(db, size, records=not args.no_records)
         queries(db, rounds=10 if args.quick else 30)
 
 

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 
 from ..errors import InvalidArgumentError
 from . import schema
-from .rollup import HOUR, decode_models
+from .rollup import ALL, HOUR, decode_models
+from .sketch import Sketch
 from .store import Store
 
 SORTS: dict[str, Any] = {
@@ -349,8 +350,6 @@ def stats(
 
 
 def _cell(out: dict[Any, dict[int, dict[str, Any]]], grp: Any, b: int) -> dict[str, Any]:
-    from .sketch import Sketch
-
     per = out.setdefault(grp, {})
     d = per.get(b)
     if d is None:
@@ -384,20 +383,22 @@ def _rollup_cells(
     lo_h, hi_h = int(lo) // HOUR, int(hi) // HOUR
     out: dict[Any, dict[int, dict[str, Any]]] = {}
     by_agent = group_by == "agent"
+    rows = t.agent_key != ALL if by_agent else t.agent_key == ALL
     cols = [t.hour, t.agent_name, t.calls, t.ends, t.tool_calls, t.tool_errors, t.errors,
             *(getattr(t, k) for k in schema.ROLLUP_SUMS), t.e2e_sketch, t.ttft_sketch,
             t.model_costs]  # fmt: skip
-    q = sa.select(*cols).where(t.tenant == tenant, t.hour >= lo_h, t.hour < hi_h)
+    q = sa.select(*cols).where(t.tenant == tenant, rows, t.hour >= lo_h, t.hour < hi_h)
     before = (
         sa.select(t.agent_key, t.agent_name, sa.func.sum(t.calls) - sa.func.sum(t.ends))
-        .where(t.tenant == tenant, t.hour < lo_h)
+        .where(t.tenant == tenant, rows, t.hour < lo_h)
         .group_by(t.agent_key, t.agent_name)
     )
     active0: dict[Any, int] = {}
+    kinds = schema.COST_KINDS
     with store.read_engine.connect() as conn:
-        for hour, agent, calls, ends, tools, tool_errors, errors, *rest in conn.execute(q):
-            cost, *kinds = rest[:5]
-            e2e, ttft, models = rest[5:]
+        for hour, agent, calls, ends, tools, tool_errors, errors, cost, *rest in conn.execute(
+            q
+        ).all():
             d = _cell(out, agent if by_agent else None, hour * HOUR // iv)
             d["_end"] += ends
             if calls <= 0:
@@ -406,18 +407,22 @@ def _rollup_cells(
             d["_start"] += calls
             d["cost"] += cost
             by_kind = d["cost_by_kind"]
-            for k, v in zip(schema.COST_KINDS, kinds, strict=True):
+            for k, v in zip(kinds, rest[:4], strict=True):
                 by_kind[k] = by_kind.get(k, 0.0) + v
             d["tool_calls"] += tools
             d["tool_errors"] += tool_errors
             d["errors"] += errors
-            d["_e2e"].merge_bytes(e2e)
-            d["_ttft"].merge_bytes(ttft)
-            bm, bp = d["cost_by_model"], d["cost_by_provider"]
-            for _kind, provider, model, mcost, _n in decode_models(models):
-                key = f"{provider}/{model}"
-                bm[key] = bm.get(key, 0.0) + mcost
-                bp[provider] = bp.get(provider, 0.0) + mcost
+            e2e, ttft, models = rest[4:]
+            if e2e:
+                d["_e2e"].merge_bytes(e2e)
+            if ttft:
+                d["_ttft"].merge_bytes(ttft)
+            if models:
+                bm, bp = d["cost_by_model"], d["cost_by_provider"]
+                for _kind, provider, model, mcost, _n in decode_models(models):
+                    key = f"{provider}/{model}"
+                    bm[key] = bm.get(key, 0.0) + mcost
+                    bp[provider] = bp.get(provider, 0.0) + mcost
         for _key, agent, n in conn.execute(before):
             grp = agent if by_agent else None
             active0[grp] = active0.get(grp, 0) + int(n or 0)

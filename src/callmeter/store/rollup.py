@@ -1,13 +1,13 @@
 """The hourly rollup: per tenant, hour and agent, what ``GET /v1/stats`` needs.
 
-A call contributes to the row of the hour it started in (``calls``, cost in total, by kind
-and by model, tool calls and errors, errors, and its e2e and TTFT sketch bins) and, with
-``ends``, to the row of the hour it ended in (or of its last record while open), for the
-active-calls count. Ingest keeps the rollup up to date in the same transaction: for every
-call a batch changes it subtracts the call's old contribution and adds its new one (counts,
-sums and sketch bins all add up, so this is exact, and a call whose start moves to an
-earlier hour or that gets its agent name late moves rows correctly). Prune subtracts the
-calls it deletes.
+A call contributes to the row of the hour it started in, of its agent and of all agents
+(``calls``, cost in total, by kind and by model, tool calls and errors, errors, and its e2e
+and TTFT sketch bins) and, with ``ends``, to the rows of the hour it ended in (or of its
+last record while open), for the active-calls count. Ingest keeps the rollup up to date in
+the same transaction: for every call a batch changes it subtracts the call's old
+contribution and adds its new one (counts, sums and sketch bins all add up, so this is
+exact, and a call whose start moves to an earlier hour or that gets its agent name late
+moves rows correctly). Prune subtracts the calls it deletes.
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ SNAPSHOT = ("agent_name", "started_at", "ended_at", "last_at", *schema.ROLLUP_SU
 """The ``calls`` columns a call's rollup contribution depends on."""
 
 
+ALL = "*"
+"""The ``agent_key`` of the rows that sum every agent (ungrouped statistics read them)."""
+
+
 def agent_key(agent: str | None) -> str:
-    """The rollup key of an agent name (None and "" stay distinct)."""
+    """The rollup key of an agent name (None and "" stay distinct, and neither is ALL)."""
     return "" if agent is None else "=" + agent
 
 
@@ -67,34 +71,36 @@ class RollupDelta:
     def __init__(self) -> None:
         self.cells: dict[tuple[int, str], _Cell] = {}
 
-    def _cell(self, hour: int, agent: str | None) -> _Cell:
-        key = (hour, agent_key(agent))
-        c = self.cells.get(key)
+    def _cell(self, hour: int, key: str, agent: str | None) -> _Cell:
+        c = self.cells.get((hour, key))
         if c is None:
-            c = self.cells[key] = _Cell(agent)
+            c = self.cells[(hour, key)] = _Cell(agent)
         return c
 
     def add(self, call: Mapping[str, Any], models: Iterable[ModelCost], sign: int = 1) -> None:
         """Add (``sign`` 1) or subtract (-1) the contribution of a call (a ``calls`` row or
-        a :data:`SNAPSHOT` of one) whose per-model costs are ``models``."""
+        a :data:`SNAPSHOT` of one) whose per-model costs are ``models``: to its agent's rows
+        and to the rows of all agents (:data:`ALL`)."""
         agent = call["agent_name"]
-        start = self._cell(math.floor(call["started_at"] / HOUR), agent)
+        hour = math.floor(call["started_at"] / HOUR)
         end_at = call["ended_at"] if call["ended_at"] is not None else call["last_at"]
-        self._cell(math.floor(end_at / HOUR), agent).counts["ends"] += sign
-        counts, sums = start.counts, start.sums
-        counts["calls"] += sign
-        for name in ("tool_calls", "tool_errors", "errors"):
-            counts[name] += sign * call[name]
-        for name in schema.ROLLUP_SUMS:
-            sums[name] += sign * call[name]
-        _add_sketch(start.e2e, call["e2e_sketch"], sign)
-        _add_sketch(start.ttft, call["ttft_sketch"], sign)
-        for kind, provider, model, cost in models:
-            if cost is None:
-                continue
-            m = start.models.setdefault((kind, provider, model), [0.0, 0])
-            m[0] += sign * cost
-            m[1] += sign
+        end_hour = math.floor(end_at / HOUR)
+        models = [m for m in models if m[3] is not None]
+        for key, name in ((agent_key(agent), agent), (ALL, None)):
+            self._cell(end_hour, key, name).counts["ends"] += sign
+            start = self._cell(hour, key, name)
+            counts, sums = start.counts, start.sums
+            counts["calls"] += sign
+            for col in ("tool_calls", "tool_errors", "errors"):
+                counts[col] += sign * call[col]
+            for col in schema.ROLLUP_SUMS:
+                sums[col] += sign * call[col]
+            _add_sketch(start.e2e, call["e2e_sketch"], sign)
+            _add_sketch(start.ttft, call["ttft_sketch"], sign)
+            for kind, provider, model, cost in models:
+                m = start.models.setdefault((kind, provider, model), [0.0, 0])
+                m[0] += sign * cost
+                m[1] += sign
 
     def write(self, conn: Connection, tenant: str, *, lock: bool = False) -> None:
         """Apply the accumulated changes to ``tenant``'s rollup rows (``lock``: SELECT ...
