@@ -283,7 +283,7 @@ class HTTPExporter(QueueSink):
 
     def write_batch(self, records: list[Record]) -> None:
         """Encode and gzip ``records`` into the outbox (on the sink's worker thread)."""
-        data = gzip.compress(encode_lines(records), compresslevel=5)
+        data = gzip.compress(encode_lines(records), compresslevel=1)
         with self._cond:
             ok = self._outbox.put(data, len(records))
             self._cond.notify_all()
