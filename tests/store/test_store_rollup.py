@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from callmeter.store import queries, schema
+from callmeter.store import Store, queries, schema
 from callmeter.store import store as store_mod
 from callmeter.store.rollup import rebuild
 
@@ -51,6 +52,26 @@ def rollup_rows(store) -> list[tuple]:
 
 @pytest.fixture
 def busy(store):
+    """A store filled by :func:`fill` (for the tests that change it)."""
+    return fill(store)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def busy_shared(request, tmp_path_factory):
+    """A store filled by :func:`fill`, shared by the tests that only read it."""
+    if request.param == "sqlite":
+        url = tmp_path_factory.mktemp("rollup") / "calls.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), url)
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        url = cluster.create_database("rollup_shared", template=request.getfixturevalue(
+            "pg_template"))  # fmt: skip
+    s = Store(url, prices=None)
+    yield fill(s)
+    s.close()
+
+
+def fill(store):
     """Calls of 4 agents (and none) over 3 days, in shuffled batches, some split so that a
     later batch moves a call's start to an earlier hour or brings its agent name."""
     rng = random.Random(7)
@@ -83,8 +104,10 @@ def busy(store):
 
 @pytest.mark.parametrize("group_by", [None, "agent"])
 @pytest.mark.parametrize("interval", ["1h", "6h", "1d"])
-def test_rollup_stats_equal_call_stats(busy, group_by, interval):
-    out = compare(busy, since=T0, until=T0 + 4 * 86_400, interval=interval, group_by=group_by)
+def test_rollup_stats_equal_call_stats(busy_shared, group_by, interval):
+    out = compare(
+        busy_shared, since=T0, until=T0 + 4 * 86_400, interval=interval, group_by=group_by
+    )
     assert sum(b["calls"] for b in out["buckets"]) == 122
     assert any(b["e2e_p95"] for b in out["buckets"])
 
@@ -95,13 +118,13 @@ def test_rollup_stats_equal_call_stats(busy, group_by, interval):
     (T0 + 4 * H + 1800, T0 + 6 * H),
     (T0 - 86_400, T0 + 10 * 86_400),
 ])  # fmt: skip
-def test_rollup_stats_equal_on_any_range(busy, since, until):
+def test_rollup_stats_equal_on_any_range(busy_shared, since, until):
     for group_by in (None, "agent"):
-        compare(busy, since=since, until=until, interval="1h", group_by=group_by)
+        compare(busy_shared, since=since, until=until, interval="1h", group_by=group_by)
 
 
-def test_a_call_moved_to_an_earlier_hour_or_agent_moves_in_the_rollup(busy):
-    out = compare(busy, since=T0 + 4 * H, until=T0 + 8 * H, group_by="agent")
+def test_a_call_moved_to_an_earlier_hour_or_agent_moves_in_the_rollup(busy_shared):
+    out = compare(busy_shared, since=T0 + 4 * H, until=T0 + 8 * H, group_by="agent")
     moved = [b for b in out["buckets"] if b["group"] == "a" and b["start"] == T0 + 4 * H]
     assert moved and moved[0]["calls"] >= 1
     assert all(b["group"] is not None or b["start"] != T0 + 7 * H or b["calls"] == 0
