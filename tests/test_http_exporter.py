@@ -333,7 +333,7 @@ class _SlowPeer:
 
 @pytest.mark.parametrize("in_flight", [1, 3])
 def test_batches_in_flight_are_bounded_and_each_acknowledged(in_flight):
-    peer = _SlowPeer(0.2, fail=2)
+    peer = _SlowPeer(0.1, fail=2)
     exporter = HTTPExporter(peer.url, TOKEN, batch_size=7, max_in_flight=in_flight,
                             flush_interval=0.01, retry_base=0.05, retry_max=0.1)  # fmt: skip
     recs = [r for i in range(8) for r in make_call(f"fl-{i}", turns=1)]  # 56 records, 8 batches
