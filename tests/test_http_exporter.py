@@ -246,7 +246,9 @@ def test_arguments_are_checked(tmp_path):
         with pytest.raises(InvalidArgumentError):
             HTTPExporter(bad, "t")  # type: ignore[arg-type]
     bad_kw = ({"timeout": 0}, {"timeout": float("nan")}, {"retry_max": -1},
-              {"batch_size": 0}, {"max_pending_batches": 0}, {"flush_interval": None})  # fmt: skip
+              {"batch_size": 0}, {"max_pending_batches": 0}, {"flush_interval": None},
+              {"max_in_flight": 0}, {"max_in_flight": 33}, {"max_in_flight": True},
+              {"max_in_flight": 2.0})  # fmt: skip
     for kw in bad_kw:
         with pytest.raises(InvalidArgumentError):
             HTTPExporter("http://127.0.0.1:1", "t", **kw)
@@ -273,3 +275,73 @@ def test_memory_outbox_is_bounded(tmp_path):
     exporter.flush(timeout=0.5)
     exporter.close()
     assert exporter.sent == 0 and exporter.dropped == len(recs)
+
+
+class _SlowPeer:
+    """A loopback HTTP peer that answers each POST after ``delay`` seconds, counting how
+    many requests it serves at once (the first ``fail`` requests get a 503)."""
+
+    def __init__(self, delay: float, fail: int = 0) -> None:
+        import http.server
+
+        peer = self
+        self.lock = threading.Lock()
+        self.now = self.most = self.posts = 0
+        self.fail = fail
+        self.bodies: list[bytes] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with peer.lock:
+                    peer.now += 1
+                    peer.most = max(peer.most, peer.now)
+                    peer.posts += 1
+                    failing = peer.posts <= peer.fail
+                time.sleep(delay)
+                with peer.lock:
+                    peer.now -= 1
+                    if not failing:
+                        peer.bodies.append(body)
+                reply = b"{}"
+                self.send_response(503 if failing else 200)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def records(self) -> list[tuple[str, int]]:
+        import gzip
+        import json
+
+        return sorted((d["session_id"], d["seq"]) for b in self.bodies
+                      for d in map(json.loads, gzip.decompress(b).splitlines()))  # fmt: skip
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_batches_in_flight_are_bounded_and_each_acknowledged(in_flight):
+    peer = _SlowPeer(0.1, fail=2)
+    exporter = HTTPExporter(peer.url, TOKEN, batch_size=7, max_in_flight=in_flight,
+                            flush_interval=0.01, retry_base=0.05, retry_max=0.1)  # fmt: skip
+    recs = [r for i in range(8) for r in make_call(f"fl-{i}", turns=1)]  # 56 records, 8 batches
+    for r in recs:
+        exporter.receive(r)
+    assert exporter.flush(timeout=30)
+    exporter.close()
+    peer.close()
+    assert peer.most == in_flight
+    assert exporter.sent == len(recs) and exporter.dropped == 0
+    assert peer.records() == expected(recs)  # each batch acknowledged once, none lost

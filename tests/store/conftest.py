@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import shutil
+import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -25,12 +28,32 @@ def pg_cluster():
     cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """An empty, migrated SQLite store, copied for each test (migrating takes longer)."""
+    path = tmp_path_factory.mktemp("template") / "calls.db"
+    Store(path, prices=False).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster) -> str:
+    """An empty, migrated PostgreSQL database, the template of each test's database."""
+    Store(pg_cluster.create_database("template_store"), prices=False).close()
+    return "template_store"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path) -> str:
     if request.param == "sqlite":
-        return str(tmp_path / "calls.db")
+        path = tmp_path / "calls.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return str(path)
     cluster = request.getfixturevalue("pg_cluster")
-    return cluster.create_database(f"t{next(_db_numbers)}")
+    template = request.getfixturevalue("pg_template")
+    return cluster.create_database(f"t{next(_db_numbers)}", template=template)
 
 
 @pytest.fixture

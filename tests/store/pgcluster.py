@@ -56,12 +56,14 @@ class Cluster:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql+psycopg://callmeter@/{dbname}?host={self.sock}"
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """A new database (a copy of ``template`` when given: no connection may be open
+        to it)."""
         import psycopg
 
         with psycopg.connect(f"host={self.sock} user=callmeter dbname=postgres",
                              autocommit=True) as c:  # fmt: skip
-            c.execute(f'CREATE DATABASE "{name}"')
+            c.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return self.url(name)
 
     def stop(self) -> None:

@@ -23,7 +23,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,13 +42,18 @@ _reply = msgspec.json.Decoder()
 
 
 class _Outbox:
-    """Encoded batches waiting for an acknowledgement: in memory, or files in a spool dir."""
+    """Encoded batches waiting for an acknowledgement: in memory, or files in a spool dir.
+
+    Senders :meth:`claim` the oldest batch nobody is sending, then :meth:`done` it
+    (acknowledged, or given up on) or :meth:`release` it (to retry later).
+    """
 
     def __init__(self, spool_dir: Path | None, max_batches: int) -> None:
         self.dir = spool_dir
         self.max_batches = max_batches
-        self._mem: deque[tuple[bytes, int]] = deque()
-        self._files: deque[Path] = deque()
+        # id -> (data, n) in memory, or id -> path in the spool; oldest first
+        self._items: dict[int, Any] = {}
+        self._busy: set[int] = set()
         self._counter = 0
         self._lock_file: Any = None
         if spool_dir is not None:
@@ -74,19 +78,21 @@ class _Outbox:
         for tmp in d.glob("*.tmp"):  # a batch that was being written when a process died
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        self._files.extend(sorted(d.glob("*" + _SUFFIX)))
+        for path in sorted(d.glob("*" + _SUFFIX)):
+            self._counter += 1
+            self._items[self._counter] = path
 
     def __len__(self) -> int:
-        return len(self._files) if self.dir is not None else len(self._mem)
+        return len(self._items)
 
     def put(self, data: bytes, n: int) -> bool:
         """Keep a batch (False when the outbox is full: the batch is not kept)."""
-        if len(self) >= self.max_batches:
+        if len(self._items) >= self.max_batches:
             return False
-        if self.dir is None:
-            self._mem.append((data, n))
-            return True
         self._counter += 1
+        if self.dir is None:
+            self._items[self._counter] = (data, n)
+            return True
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:08d}-{n}{_SUFFIX}"
         path = self.dir / name
         tmp = path.with_suffix(".tmp")
@@ -101,35 +107,54 @@ class _Outbox:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        self._files.append(path)
+        self._items[self._counter] = path
         return True
 
-    def peek(self) -> tuple[bytes, int] | None:
-        """The oldest batch and its record count, or None."""
-        if self.dir is None:
-            return self._mem[0] if self._mem else None
-        while self._files:
-            path = self._files[0]
+    def claim(self) -> tuple[int, bytes, int] | None:
+        """The oldest batch nobody is sending (its id, data and record count), or None."""
+        gone = []
+        found = None
+        for key, v in self._items.items():
+            if key in self._busy:
+                continue
+            if self.dir is None:
+                found = (key, *v)
+                break
             try:
-                data = path.read_bytes()
+                data = v.read_bytes()
             except OSError:
-                self._files.popleft()
+                gone.append(key)
                 continue
             try:
-                n = int(path.name[: -len(_SUFFIX)].rsplit("-", 1)[1])
+                n = int(v.name[: -len(_SUFFIX)].rsplit("-", 1)[1])
             except (IndexError, ValueError):
                 n = 0
-            return data, n
-        return None
+            found = (key, data, n)
+            break
+        for key in gone:
+            del self._items[key]
+        if found is not None:
+            self._busy.add(found[0])
+        return found
 
-    def pop(self) -> None:
-        """Forget the oldest batch (acknowledged, or given up on)."""
+    def release(self, key: int) -> None:
+        """Give a claimed batch back (to be sent again)."""
+        self._busy.discard(key)
+
+    def done(self, key: int) -> None:
+        """Forget a claimed batch (acknowledged, or given up on)."""
+        self._busy.discard(key)
+        v = self._items.pop(key, None)
+        if self.dir is not None and v is not None:
+            with contextlib.suppress(OSError):
+                v.unlink()
+
+    def drop_all(self) -> int:
+        """Forget every batch in memory; returns their record count."""
+        n = sum(k for _, k in self._items.values()) if self.dir is None else 0
         if self.dir is None:
-            self._mem.popleft()
-            return
-        path = self._files.popleft()
-        with contextlib.suppress(OSError):
-            path.unlink()
+            self._items.clear()
+        return n
 
     def close(self) -> None:
         if self._lock_file is not None:
@@ -162,6 +187,7 @@ class HTTPExporter(QueueSink):
         retry_base: float = 0.5,
         retry_max: float = 30.0,
         close_timeout: float = 5.0,
+        max_in_flight: int = 4,
     ) -> None:
         if not isinstance(url, str):
             raise InvalidArgumentError(f"url must be a str, got {url!r}")
@@ -186,6 +212,14 @@ class HTTPExporter(QueueSink):
             raise InvalidArgumentError(
                 f"max_pending_batches must be a positive int, got {max_pending_batches!r}"
             )
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or not 1 <= max_in_flight <= 32
+        ):
+            raise InvalidArgumentError(
+                f"max_in_flight must be an int from 1 to 32, got {max_in_flight!r}"
+            )
         path = parts.path.rstrip("/")
         self._path = path if path.endswith("/v1/records") else path + "/v1/records"
         self._https = parts.scheme == "https"
@@ -203,13 +237,16 @@ class HTTPExporter(QueueSink):
             Path(spool_dir) if spool_dir is not None else None, max_pending_batches
         )
         self._cond = threading.Condition()
-        self._sending = False
+        self._in_flight = 0
         self._stopping = False
         self._sent = 0
         self._rejected = 0
         self._stop_deadline = 0.0
-        self._conn: http.client.HTTPConnection | None = None
-        self._sender = threading.Thread(target=self._send_loop, name="callmeter-http", daemon=True)
+        self._local = threading.local()  # each sender thread has its own connection
+        self._senders = [
+            threading.Thread(target=self._send_loop, name=f"callmeter-http-{i}", daemon=True)
+            for i in range(max_in_flight)
+        ]
         try:
             super().__init__(
                 max_queue=max_queue,
@@ -220,7 +257,8 @@ class HTTPExporter(QueueSink):
         except BaseException:
             self._outbox.close()
             raise
-        self._sender.start()
+        for t in self._senders:
+            t.start()
 
     def __repr__(self) -> str:
         return f"HTTPExporter({self.url!r})"
@@ -245,7 +283,7 @@ class HTTPExporter(QueueSink):
 
     def write_batch(self, records: list[Record]) -> None:
         """Encode and gzip ``records`` into the outbox (on the sink's worker thread)."""
-        data = gzip.compress(encode_lines(records), compresslevel=5)
+        data = gzip.compress(encode_lines(records), compresslevel=1)
         with self._cond:
             ok = self._outbox.put(data, len(records))
             self._cond.notify_all()
@@ -255,7 +293,7 @@ class HTTPExporter(QueueSink):
     # the sender ------------------------------------------------------------------------------
 
     def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
+        if getattr(self._local, "conn", None) is None:
             if self._https:
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                     self._host, self._port, timeout=self.timeout,
@@ -266,8 +304,8 @@ class HTTPExporter(QueueSink):
             conn.connect()
             with contextlib.suppress(OSError):
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conn = conn
-        return self._conn
+            self._local.conn = conn
+        return self._local.conn
 
     def _post(self, data: bytes) -> tuple[int, dict[str, str], bytes]:
         try:
@@ -284,10 +322,11 @@ class HTTPExporter(QueueSink):
             raise
 
     def _reset(self) -> None:
-        if self._conn is not None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
             with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
+                conn.close()
+            self._local.conn = None
 
     def _delay(self, failures: int, retry_after: str | None) -> float:
         if retry_after:
@@ -297,37 +336,42 @@ class HTTPExporter(QueueSink):
         return base * random.uniform(0.5, 1.0)
 
     def _send_loop(self) -> None:
+        """One sender: claim the oldest unsent batch, POST it, repeat. Several senders keep
+        several batches in flight (order does not matter: ingest is idempotent)."""
+        try:
+            self._sender_run()
+        finally:
+            self._reset()
+
+    def _sender_run(self) -> None:
         failures = 0
         while True:
             with self._cond:
-                while not len(self._outbox) and not self._stopping:
-                    self._cond.wait()
-                if self._stopping and (not len(self._outbox) or self._give_up):
-                    return
-                item = self._outbox.peek()
-                if item is None:
-                    continue
-                self._sending = True
-            data, n = item
+                while True:
+                    if self._stopping and (not len(self._outbox) or self._give_up):
+                        return
+                    item = self._outbox.claim()
+                    if item is not None:
+                        break
+                    # wake up in time to give up at the close deadline
+                    self._cond.wait(0.05 if self._stopping else None)
+                self._in_flight += 1
+            key, data, n = item
             status, retry_after, why = 0, None, ""
             try:
                 status, headers, body = self._post(data)
                 retry_after = headers.get("retry-after")
             except (OSError, http.client.HTTPException) as exc:
                 why = f"{type(exc).__name__}: {exc}"
-            if 200 <= status < 300:
+            if 200 <= status < 300 or status in _PERMANENT:
                 failures = 0
-                self._acknowledged(n, body)
-                with self._cond:
-                    self._outbox.pop()
-                    self._sending = False
-                    self._cond.notify_all()
-                continue
-            if status in _PERMANENT:
-                self._refused(n, status, body)
-                with self._cond:
-                    self._outbox.pop()
-                    self._sending = False
+                with self._cond:  # counters are shared by the senders
+                    if status in _PERMANENT:
+                        self._refused(n, status, body)
+                    else:
+                        self._acknowledged(n, body)
+                    self._outbox.done(key)
+                    self._in_flight -= 1
                     self._cond.notify_all()
                 continue
             failures += 1
@@ -338,7 +382,8 @@ class HTTPExporter(QueueSink):
                 "callmeter: %r could not deliver a batch (%s); retrying in %.1fs", self, why, delay,
             )  # fmt: skip
             with self._cond:
-                self._sending = False
+                self._outbox.release(key)
+                self._in_flight -= 1
                 self._cond.notify_all()
                 deadline = time.monotonic() + delay
                 while not self._give_up:
@@ -379,7 +424,7 @@ class HTTPExporter(QueueSink):
         if not super().flush(timeout):
             return False
         with self._cond:
-            while len(self._outbox) or self._sending:
+            while len(self._outbox) or self._in_flight:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -396,12 +441,13 @@ class HTTPExporter(QueueSink):
             self._stop_deadline = time.monotonic() + timeout
             self._stopping = True
             self._cond.notify_all()
-        self._sender.join(timeout + self.timeout + 1)
+        end = time.monotonic() + timeout + self.timeout + 1
+        for t in self._senders:
+            t.join(max(0.0, end - time.monotonic()))
         with self._cond:
             left = len(self._outbox)
             if self._outbox.dir is None and left:
-                n = sum(k for _, k in self._outbox._mem)
-                self._outbox._mem.clear()
+                n = self._outbox.drop_all()
                 self._drop(n, "the server did not acknowledge them before close")
             elif left:
                 logger.warning(
@@ -409,4 +455,3 @@ class HTTPExporter(QueueSink):
                     "next start", self, left,
                 )  # fmt: skip
             self._outbox.close()
-        self._reset()

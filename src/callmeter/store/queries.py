@@ -18,6 +18,8 @@ import sqlalchemy as sa
 
 from ..errors import InvalidArgumentError
 from . import schema
+from .rollup import ALL, HOUR, decode_models
+from .sketch import Sketch
 from .store import Store
 
 SORTS: dict[str, Any] = {
@@ -305,6 +307,7 @@ def stats(
     until: float,
     interval: str | int = "1h",
     group_by: str | None = None,
+    rollup: bool = True,
 ) -> dict[str, Any]:
     """Time buckets of ``tenant``'s calls between ``since`` and ``until`` (epoch seconds).
 
@@ -314,9 +317,11 @@ def stats(
     calls, tool errors and their rate, errors. A call belongs to the bucket it started in;
     it is active in every bucket it overlaps. Grouped by model or provider, cost is that
     model's or provider's share, and a call counts in each of its models' groups.
-    """
-    from .sketch import Sketch
 
+    Ungrouped or grouped by agent, with an interval of whole hours and ``since``/``until``
+    on whole hours, the answer comes from the hourly rollup (``rollup=False`` reads the
+    call rows instead; the answers are the same).
+    """
     iv = parse_interval(interval) if isinstance(interval, str) else int(interval)
     if not 60 <= iv <= 86_400:
         raise InvalidArgumentError(f"interval must be 60 to 86,400 seconds, got {iv}")
@@ -329,6 +334,105 @@ def stats(
             f"{last - first + 1} buckets is too many (at most {MAX_BUCKETS}): "
             "use a wider interval or a shorter range"
         )
+    lo_h, hi_h = math.ceil(lo / HOUR) * HOUR, math.floor(hi / HOUR) * HOUR
+    if rollup and group_by in (None, "agent") and iv % HOUR == 0 and lo_h < hi_h:
+        # whole hours from the rollup; the parts of an hour at either end from the calls
+        out, active0 = _rollup_cells(store, tenant, lo_h, hi_h, iv, group_by)
+        if lo < lo_h:
+            edge, active0 = _call_cells(store, tenant, lo, lo_h, iv, group_by)
+            _merge_cells(out, edge)
+        if hi_h < hi:
+            _merge_cells(out, _call_cells(store, tenant, hi_h, hi, iv, group_by)[0])
+    else:
+        out, active0 = _call_cells(store, tenant, lo, hi, iv, group_by)
+    buckets = _assemble(out, active0, first, last, iv, group_by)
+    return {"interval": iv, "since": lo, "until": hi, "group_by": group_by, "buckets": buckets}
+
+
+def _cell(out: dict[Any, dict[int, dict[str, Any]]], grp: Any, b: int) -> dict[str, Any]:
+    per = out.setdefault(grp, {})
+    d = per.get(b)
+    if d is None:
+        d = per[b] = {"calls": 0, "cost": 0.0, "cost_by_kind": {}, "cost_by_model": {},
+                      "cost_by_provider": {}, "tool_calls": 0, "tool_errors": 0,
+                      "errors": 0, "_e2e": Sketch(), "_ttft": Sketch(), "_start": 0,
+                      "_end": 0}  # fmt: skip
+    return d
+
+
+def _merge_cells(
+    into: dict[Any, dict[int, dict[str, Any]]], other: dict[Any, dict[int, dict[str, Any]]]
+) -> None:
+    for grp, per in other.items():
+        for b, o in per.items():
+            d = _cell(into, grp, b)
+            for k in ("calls", "cost", "tool_calls", "tool_errors", "errors", "_start", "_end"):
+                d[k] += o[k]
+            for k in ("cost_by_kind", "cost_by_model", "cost_by_provider"):
+                for name, v in o[k].items():
+                    d[k][name] = d[k].get(name, 0.0) + v
+            d["_e2e"].merge(o["_e2e"])
+            d["_ttft"].merge(o["_ttft"])
+
+
+def _rollup_cells(
+    store: Store, tenant: str, lo: float, hi: float, iv: int, group_by: str | None
+) -> tuple[dict[Any, dict[int, dict[str, Any]]], dict[Any, int]]:
+    """Per group and bucket, the sums of the hourly rollup (since/until whole hours)."""
+    t = schema.call_rollup.c
+    lo_h, hi_h = int(lo) // HOUR, int(hi) // HOUR
+    out: dict[Any, dict[int, dict[str, Any]]] = {}
+    by_agent = group_by == "agent"
+    rows = t.agent_key != ALL if by_agent else t.agent_key == ALL
+    cols = [t.hour, t.agent_name, t.calls, t.ends, t.tool_calls, t.tool_errors, t.errors,
+            *(getattr(t, k) for k in schema.ROLLUP_SUMS), t.e2e_sketch, t.ttft_sketch,
+            t.model_costs]  # fmt: skip
+    q = sa.select(*cols).where(t.tenant == tenant, rows, t.hour >= lo_h, t.hour < hi_h)
+    before = (
+        sa.select(t.agent_key, t.agent_name, sa.func.sum(t.calls) - sa.func.sum(t.ends))
+        .where(t.tenant == tenant, rows, t.hour < lo_h)
+        .group_by(t.agent_key, t.agent_name)
+    )
+    active0: dict[Any, int] = {}
+    kinds = schema.COST_KINDS
+    with store.read_engine.connect() as conn:
+        for hour, agent, calls, ends, tools, tool_errors, errors, cost, *rest in conn.execute(
+            q
+        ).all():
+            d = _cell(out, agent if by_agent else None, hour * HOUR // iv)
+            d["_end"] += ends
+            if calls <= 0:
+                continue
+            d["calls"] += calls
+            d["_start"] += calls
+            d["cost"] += cost
+            by_kind = d["cost_by_kind"]
+            for k, v in zip(kinds, rest[:4], strict=True):
+                by_kind[k] = by_kind.get(k, 0.0) + v
+            d["tool_calls"] += tools
+            d["tool_errors"] += tool_errors
+            d["errors"] += errors
+            e2e, ttft, models = rest[4:]
+            if e2e:
+                d["_e2e"].merge_bytes(e2e)
+            if ttft:
+                d["_ttft"].merge_bytes(ttft)
+            if models:
+                bm, bp = d["cost_by_model"], d["cost_by_provider"]
+                for _kind, provider, model, mcost, _n in decode_models(models):
+                    key = f"{provider}/{model}"
+                    bm[key] = bm.get(key, 0.0) + mcost
+                    bp[provider] = bp.get(provider, 0.0) + mcost
+        for _key, agent, n in conn.execute(before):
+            grp = agent if by_agent else None
+            active0[grp] = active0.get(grp, 0) + int(n or 0)
+    return out, {g: n for g, n in active0.items() if n > 0}
+
+
+def _call_cells(
+    store: Store, tenant: str, lo: float, hi: float, iv: int, group_by: str | None
+) -> tuple[dict[Any, dict[int, dict[str, Any]]], dict[Any, int]]:
+    """Per group and bucket, the sums over the ``calls`` rows (any interval, any range)."""
     c = schema.calls.c
     gcol, joins, label_key = _group_column(group_by)
     bucket = sa.cast(sa.func.floor(c.started_at / iv), sa.BigInteger).label("b")
@@ -383,14 +487,7 @@ def stats(
     out: dict[Any, dict[int, dict[str, Any]]] = {}
 
     def cell(grp: Any, b: int) -> dict[str, Any]:
-        per = out.setdefault(grp, {})
-        d = per.get(b)
-        if d is None:
-            d = per[b] = {"calls": 0, "cost": 0.0, "cost_by_kind": {}, "cost_by_model": {},
-                          "cost_by_provider": {}, "tool_calls": 0, "tool_errors": 0,
-                          "errors": 0, "_e2e": Sketch(), "_ttft": Sketch(), "_start": 0,
-                          "_end": 0}  # fmt: skip
-        return d
+        return _cell(out, grp, b)
 
     with store.read_engine.connect() as conn:
         for b, grp, n, cost, *rest in conn.execute(sums):
@@ -422,6 +519,17 @@ def stats(
         for b, grp, n in conn.execute(ends):
             cell(grp, b)["_end"] = n
         active0 = dict(conn.execute(before).all())
+    return out, active0
+
+
+def _assemble(
+    out: dict[Any, dict[int, dict[str, Any]]],
+    active0: dict[Any, int],
+    first: int,
+    last: int,
+    iv: int,
+    group_by: str | None,
+) -> list[dict[str, Any]]:
     groups = set(out) | set(active0)
     buckets: list[dict[str, Any]] = []
     for grp in sorted(groups, key=lambda x: (x is None, str(x))):
@@ -433,7 +541,7 @@ def stats(
             active += started
             if d is None and active == 0:
                 continue
-            d = d or cell(grp, b)
+            d = d or _cell(out, grp, b)
             e2e, ttft = d.pop("_e2e"), d.pop("_ttft")
             d.pop("_start"), d.pop("_end")
             row = {"start": float(b * iv)}
@@ -451,4 +559,4 @@ def stats(
             )
             buckets.append(row)
             active -= ended
-    return {"interval": iv, "since": lo, "until": hi, "group_by": group_by, "buckets": buckets}
+    return buckets

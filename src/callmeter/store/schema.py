@@ -164,3 +164,23 @@ records = Table(
     PrimaryKeyConstraint("tenant", "session_id", "seq", "part_time", name="records_pk"),
     postgresql_partition_by="RANGE (part_time)",
 )
+
+ROLLUP_SECONDS = 3600
+ROLLUP_SUMS = ("cost", "cost_llm", "cost_stt", "cost_tts", "cost_realtime")
+ROLLUP_COUNTS = ("calls", "ends", "tool_calls", "tool_errors", "errors")
+
+call_rollup = Table(
+    "call_rollup",
+    metadata,
+    Column("tenant", String(200), nullable=False),
+    Column("hour", BigInteger, nullable=False),
+    Column("agent_key", String(501), nullable=False),
+    Column("agent_name", Text),
+    *(Column(name, BigInteger, nullable=False) for name in ROLLUP_COUNTS),
+    *(Column(name, Float, nullable=False) for name in ROLLUP_SUMS),
+    Column("e2e_sketch", LargeBinary),
+    Column("ttft_sketch", LargeBinary),
+    Column("model_costs", LargeBinary),
+    PrimaryKeyConstraint("tenant", "hour", "agent_key", name="call_rollup_pk"),
+)
+"""Hourly rollup of ``calls`` per tenant, hour and agent (see :mod:`.rollup`)."""

@@ -17,6 +17,7 @@ from ..errors import InvalidArgumentError
 from ..model.events import MetricsCollectedEvent, Record
 from ..records.codec import encode
 from . import schema
+from .rollup import SNAPSHOT, RollupDelta, call_models_of
 from .summary import CallDelta, RequestPricer, apply_records, new_call
 
 try:
@@ -161,6 +162,11 @@ class Store:
             "UPDATE calls SET "
             + ", ".join(f"{c} = {ph}" for c in self._call_update_columns)
             + f" WHERE tenant = {ph} AND session_id = {ph}"
+        )
+        self._turn_columns = [c.name for c in schema.turns.c]
+        self._insert_turns_sql = (
+            f"INSERT INTO turns ({', '.join(self._turn_columns)}) "
+            f"VALUES ({', '.join([ph] * len(self._turn_columns))})"
         )
         self._lock = threading.Lock()  # one writer per Store (group commit happens above)
         self._partitions: set[int] = set()
@@ -312,6 +318,7 @@ class Store:
         result.duplicates += len(stored)
         new_records: list[tuple[Any, ...]] = []
         deltas: dict[str, CallDelta] = {}
+        before: dict[str, dict[str, Any]] = {}
         for sid, seqs in by_session.items():
             fresh = [rb for seq, rb in sorted(seqs.items()) if (sid, seq) not in stored]
             if not fresh:
@@ -319,6 +326,8 @@ class Store:
             row = rows.get(sid)
             if row is None:
                 row = rows[sid] = new_call(tenant, sid, min(r.created_at for r, _ in fresh))
+            elif sid in existing_calls:
+                before[sid] = {k: row[k] for k in SNAPSHOT}
             part_time = row["part_time"]
             for r, body in fresh:
                 new_records.append(
@@ -351,15 +360,34 @@ class Store:
                 self._update_calls_sql,
                 [(*(r[c] for c in cols), r["tenant"], r["session_id"]) for r in updates],
             )
-        self._write_side_tables(conn, tenant, deltas, existing_calls)
+        old_models = self._write_side_tables(conn, tenant, deltas, existing_calls)
+        rollup = RollupDelta()
+        for sid, d in deltas.items():
+            prev = old_models.get(sid, [])
+            if sid in before:
+                rollup.add(before[sid], prev, -1)
+            if d.models:
+                merged: dict[tuple[str, str, str], float | None] = {
+                    (k, p, m): c for k, p, m, c in prev
+                }
+                for key, mu in d.models.items():
+                    c = merged.get(key)
+                    if mu["cost"] is not None:
+                        c = (c or 0.0) + mu["cost"]
+                    merged[key] = c
+                prev = [(*k, c) for k, c in merged.items()]
+            rollup.add(rows[sid], prev)
+        rollup.write(conn, tenant, lock=self.dialect == "postgresql")
         return result
 
     def _write_side_tables(
         self, conn: Connection, tenant: str, deltas: dict[str, CallDelta], existing: set[str]
-    ) -> None:
+    ) -> dict[str, list[tuple[str, str, str, float | None]]]:
+        """Write turns, labels and model usage; returns the calls' model costs from before."""
         turns = [t for d in deltas.values() for t in d.turns]
-        if turns:
-            conn.execute(schema.turns.insert(), turns)
+        if turns:  # straight to the driver, like records: several rows a call
+            cols = self._turn_columns
+            conn.exec_driver_sql(self._insert_turns_sql, [tuple(t[c] for c in cols) for t in turns])
         labels = [
             {"tenant": tenant, "session_id": sid, "key": k, "value": v}
             for sid, d in deltas.items()
@@ -370,14 +398,19 @@ class Store:
             conn.execute(schema.call_labels.insert(), labels)
         cm = schema.call_models
         models = {(sid, *key): m for sid, d in deltas.items() for key, m in d.models.items()}
-        if not models:
-            return
         old: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-        sids = sorted({k[0] for k in models if k[0] in existing})
+        old_costs: dict[str, list[tuple[str, str, str, float | None]]] = {}
+        sids = sorted(s for s in deltas if s in existing)
         for chunk in _chunks(sids):
             q = sa.select(cm).where(cm.c.tenant == tenant, cm.c.session_id.in_(chunk))
             for row in conn.execute(q).mappings():
-                old[(row["session_id"], row["kind"], row["provider"], row["model"])] = dict(row)
+                sid = row["session_id"]
+                old[(sid, row["kind"], row["provider"], row["model"])] = dict(row)
+                old_costs.setdefault(sid, []).append(
+                    (row["kind"], row["provider"], row["model"], row["cost"])
+                )
+        if not models:
+            return old_costs
         inserts, updates = [], []
         for key, m in models.items():
             prev = old.get(key)
@@ -414,6 +447,7 @@ class Store:
                     for u in updates
                 ],
             )
+        return old_costs
 
     def _ensure_partitions(self, times: set[float]) -> None:
         """Create the monthly partitions of ``records`` these times fall in (PostgreSQL),
@@ -453,6 +487,7 @@ class Store:
         with self._lock, self.write_engine.begin() as conn:
             old = sa.select(c.c.tenant, c.c.session_id).where(c.c.started_at < cutoff)
             victims = [tuple(r) for r in conn.execute(old)]
+            self._unroll(conn, victims)
             for chunk in _chunks(victims):
                 for table in (schema.records, schema.turns, schema.call_models, schema.call_labels):
                     res = conn.execute(
@@ -469,6 +504,22 @@ class Store:
             if self.dialect == "postgresql":
                 self._drop_empty_partitions(conn, cutoff)
         return out
+
+    def _unroll(self, conn: Connection, victims: list[tuple[str, str]]) -> None:
+        """Subtract the contributions of calls about to be deleted from the rollup."""
+        c = schema.calls
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, sid in victims:
+            by_tenant.setdefault(tenant, []).append(sid)
+        cols = [c.c.session_id, *(getattr(c.c, k) for k in SNAPSHOT)]
+        for tenant, sids in by_tenant.items():
+            delta = RollupDelta()
+            models = call_models_of(conn, tenant, sids)
+            for chunk in _chunks(sids):
+                q = sa.select(*cols).where(c.c.tenant == tenant, c.c.session_id.in_(chunk))
+                for row in conn.execute(q).mappings():
+                    delta.add(row, models.get(row["session_id"], ()), -1)
+            delta.write(conn, tenant, lock=self.dialect == "postgresql")
 
     def _drop_empty_partitions(self, conn: Connection, cutoff: float) -> None:
         rows = conn.exec_driver_sql(
