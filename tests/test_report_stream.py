@@ -194,6 +194,19 @@ def test_calls_without_close_are_reported_at_the_end(tmp_path, capsys):
     assert "1 without close" in out
 
 
+def test_a_record_after_its_calls_close_is_left_out_and_counted(tmp_path, capsys):
+    late = MetricsCollectedEvent(
+        session_id="a", seq=9, created_at=T0 + 61, metrics=turn("a_late", 2.0)
+    )
+    lines = [*call_lines("a"), *call_lines("b"), encode(late)]
+    code, out, err = cli(capsys, write(tmp_path / "late.jsonl", lines))
+    assert code == 0
+    assert [t for t in re.findall(r"── call (\S+)", out)] == ["a", "b"]
+    assert "left out 1 records read after their call's close record" in err
+    result = scan(str(tmp_path / "late.jsonl"))
+    assert (result.calls, result.after_close) == (2, 1)
+
+
 def test_waterfall_rows_are_bounded_and_the_rest_counted(tmp_path, capsys):
     durations = [0.5 + (i % 7) / 10 for i in range(100)]
     path = write(tmp_path / "long.jsonl", call_lines("long", durations))

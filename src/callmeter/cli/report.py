@@ -165,6 +165,10 @@ def report(
     sys.stdout.flush()
     for line in skipped_lines(result.stats, result.errors):
         sys.stderr.write(line)
+    if result.after_close:
+        sys.stderr.write(
+            f"left out {result.after_close} records read after their call's close record\n"
+        )
     if html_writer is not None:
         try:
             out = html_writer.save(html, result.fleet, result.stats, result.errors)

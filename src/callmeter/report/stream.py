@@ -109,6 +109,8 @@ class ScanResult:
     """Calls that passed the filters."""
     filtered_out: int = field(default=0)
     """Records of calls left out by the filters."""
+    after_close: int = field(default=0)
+    """Records read after their call's ``close`` record (left out: the call was reported)."""
 
 
 class _Open:
@@ -144,6 +146,10 @@ class _Open:
         self.has_turns = False
         self.pending: dict[str, list[AgentMetrics]] | None = {}
         self.pending_n = 0
+
+
+CLOSED_REMEMBERED = 100_000
+"""How many closed calls' ids a scan remembers to recognise records read after a close."""
 
 
 def _rebuild_turns(pending: dict[str, list[AgentMetrics]]) -> list[TurnMetrics]:
@@ -246,6 +252,9 @@ def scan(
     timed = since is not None or until is not None
     cost_turns: dict[str, Any] = {} if opts.cost_by_turn else {"max_cost_turns": 0}
     open_calls: dict[str, _Open] = {}
+    # ids of the last CLOSED_REMEMBERED closed calls: a late record of one is left out and
+    # counted instead of starting a second entry for the same call
+    closed: dict[str, None] = {}
     excluded: set[str] = set()  # open calls left out by the time filter
     order = 0
     n = 0
@@ -263,6 +272,9 @@ def scan(
         kind = type(rec)
         c = open_calls.get(sid)
         if c is None:
+            if sid in closed:
+                result.after_close += 1
+                continue
             if timed:
                 if sid in excluded:
                     result.filtered_out += 1
@@ -305,6 +317,9 @@ def scan(
             c.duration = rec.duration
             c.error = rec.error
             del open_calls[sid]
+            closed[sid] = None
+            if len(closed) > CLOSED_REMEMBERED:
+                del closed[next(iter(closed))]
             finish(c)
         elif kind is LatencyBudgetExceededEvent:
             c.budget_exceeded += 1
