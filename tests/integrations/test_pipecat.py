@@ -471,6 +471,18 @@ async def test_timestamps_map_to_wall_time_once(obs):
     assert turn.started_at == pytest.approx(before, abs=1.0)
 
 
+@pytest.mark.parametrize("absurd", [2**62, 1])
+async def test_an_absurd_timestamp_never_gives_an_absurd_duration(obs, absurd):
+    observer, events = obs
+    base = 5_000_000_000
+    await feed(observer, pushed(UserStoppedSpeakingFrame(), ns=base))
+    await feed(observer, pushed(BotStartedSpeakingFrame(), ns=absurd))
+    await feed(observer, pushed(UserStartedSpeakingFrame(), ns=base + 900_000_000))
+    (turn,) = [m for m in events if isinstance(m, metrics.TurnMetrics)]
+    assert 0 <= turn.e2e_latency < 5
+    assert abs(turn.started_at - time.time()) < 60
+
+
 async def test_barge_in_marks_the_turn_interrupted(obs):
     observer, events = obs
     await feed(observer, UserStoppedSpeakingFrame(), BotStartedSpeakingFrame())

@@ -46,6 +46,7 @@ __all__ = ["CallmeterObserver"]
 logger = logging.getLogger("callmeter.integrations.pipecat")
 
 _MAX_SEEN = 8192  # frame ids remembered for de-duplication (bounded memory)
+_MAX_CLOCK_SKEW = 3600.0  # seconds a frame timestamp may stray from the wall clock
 _MAX_PENDING = 256
 _MAX_ERROR_CHARS = 200
 
@@ -263,7 +264,11 @@ class CallmeterObserver(BaseObserver):
             now = time.time()
             # both clocks read now when the source has one: the push may have been queued
             self._offset = now - (clock_ns if clock_ns > 0 else ts) / 1e9
-        return self._offset + ts / 1e9
+        wall = self._offset + ts / 1e9
+        now = time.time()
+        if abs(wall - now) > _MAX_CLOCK_SKEW:  # a garbage timestamp: never an absurd duration
+            return now
+        return wall
 
     def _on_frame(self, data: FramePushed) -> None:
         if self._closed:
