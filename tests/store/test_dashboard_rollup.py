@@ -8,6 +8,7 @@ import shutil
 
 import msgspec
 import pytest
+import sqlalchemy as sa
 
 from callmeter.metrics import LLMMetrics, Metadata
 from callmeter.records import MetricsCollectedEvent
@@ -162,3 +163,74 @@ def test_calls_without_a_price_are_counted_not_costed(store):
         dq.by_model(store, "default", since=T0, until=T0 + 3 * H),
         dq.by_model(store, "default", since=T0, until=T0 + 3 * H, rollup=False),
     )
+
+
+def test_migration_0003_down_to_the_old_format_and_up_again(busy):
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+
+    from callmeter.store import store as store_mod
+    from callmeter.store.rollup import rebuild
+
+    from .test_store_rollup import rollup_rows
+
+    expected = rollup_rows(busy)
+    kw = {"since": T0 - H, "until": T0 + 5 * 86_400}
+    agents = dq.by_agent(busy, "default", **kw)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(store_mod.__file__).parent / "migrations"))
+    with busy.write_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("call_rollup")}
+        assert "turns" not in cols and "duration" not in cols
+        old = msgspec.msgpack.Decoder(list[tuple[str, str, str, float, int]])
+        blobs = conn.execute(sa.text("SELECT model_costs FROM call_rollup "
+                                     "WHERE model_costs IS NOT NULL")).scalars().all()  # fmt: skip
+        assert blobs and all(n > 0 for b in blobs for *_, n in old.decode(b))
+    busy.migrate()
+    assert rollup_rows(busy) == expected
+    same_agents(dq.by_agent(busy, "default", **kw), agents)
+    with busy.write_engine.begin() as conn:  # and what the migration built is a rebuild
+        rebuild(conn)
+    assert rollup_rows(busy) == expected
+
+
+def test_sort_by_e2e_p95_reads_its_index(tmp_path):
+    from callmeter.store import queries
+
+    with Store(tmp_path / "s.db", prices=None) as store:
+        for i in range(30):
+            store.ingest(make_call(f"c{i}", t0=T0 + i, e2e=0.1 * (i % 7), turns=i % 3))
+        seen: list[tuple[str, tuple]] = []
+
+        def spy(conn, cursor, statement, params, context, executemany):
+            seen.append((statement, params))
+
+        sa.event.listen(store.read_engine, "before_cursor_execute", spy)
+        first = queries.list_calls(store, "default", sort="e2e_p95", limit=10)
+        page = queries.list_calls(store, "default", sort="e2e_p95", limit=10,
+                                  cursor=first.next_cursor)  # fmt: skip
+        both = queries.list_calls(store, "default", sort="e2e_p95", limit=100, min_e2e_p95=0.3)
+        sa.event.remove(store.read_engine, "before_cursor_execute", spy)
+        keys = [c["e2e_p95"] if c["e2e_p95"] is not None else -1 for c in first.calls + page.calls]
+        assert (
+            keys == sorted(keys, reverse=True)
+            and len(set(c["session_id"] for c in first.calls + page.calls)) == 20
+        )
+        assert [c["session_id"] for c in both.calls] and all(
+            c["e2e_p95"] >= 0.3 for c in both.calls
+        )
+        every = queries.list_calls(store, "default", limit=100).calls
+        want = {c["session_id"] for c in every if c["e2e_p95"] is not None and c["e2e_p95"] >= 0.3}
+        assert {c["session_id"] for c in both.calls} == want
+        with store.read_engine.connect() as conn:
+            lists = [(q, p) for q, p in seen if "FROM calls" in q]
+            assert len(lists) == 3
+            for statement, params in lists:
+                plan = " ".join(r[-1] for r in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + statement, params))  # fmt: skip
+                assert "calls_e2e_p95" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan
