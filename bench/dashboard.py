@@ -5,12 +5,14 @@
     python bench/dashboard.py --db PATH  # reuse a database built by an earlier run
 
 The database is the one of ``bench/ingest.py`` (1,000 calls ingested for real, cloned
-with SQL over 30 days, 5 agents). Against a real ``callmeter serve`` on loopback, each
+with SQL over 30 days, 5 agents), with the turns of the 1,000 calls cloned too (the
+overview's TTS TTFB reads them). Against a real ``callmeter serve`` on loopback, each
 page is fetched over HTTP (the full server-side render: queries, HTML, SVG) interleaved
 with its baseline, the JSON API request that reads the same rows:
 
-- overview over the last day of data, then the last week (all agents, and one) vs
-  GET /v1/stats (same range and buckets);
+- overview over the last day of data, then the last week (all agents, and one), ending
+  mid-hour like a range ending now, vs GET /v1/stats (the same whole hours the page
+  draws);
 - calls (10 filter/sort mixes, a second page) vs GET /v1/calls (same parameters);
 - call detail (50 records, 12 turns) vs GET /v1/calls/{id}.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import socket
 import sqlite3
 import sys
@@ -47,9 +50,34 @@ def get(conn: http.client.HTTPConnection, path: str) -> tuple[float, bytes]:
     return elapsed, body
 
 
+def clone_turns(db: str) -> None:
+    """Give the cloned calls (``seed-I-cK``) the turns of their seed call, shifted like
+    their start (the clones of ``bench/ingest.py`` have none), once."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    n_calls = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
+    n_turns = conn.execute("SELECT count(*) FROM turns").fetchone()[0]
+    seeds = conn.execute("SELECT count(*) FROM turns WHERE session_id NOT LIKE '%-c%'")
+    n_seed = seeds.fetchone()[0]
+    copies = n_calls // 1000
+    if n_turns >= n_seed * copies:
+        conn.close()
+        return
+    span = 30 * DAY / copies  # as in ingest.build_query_db
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(turns)")]
+    conn.execute("BEGIN")
+    for k in range(1, copies):
+        sel = [f"session_id || '-c{k}'" if c == "session_id"
+               else f"started_at + {k * span}" if c == "started_at" else c
+               for c in cols]  # fmt: skip
+        conn.execute(f"INSERT OR IGNORE INTO turns ({', '.join(cols)}) SELECT {', '.join(sel)} "
+                     "FROM turns WHERE session_id NOT LIKE '%-c%'")  # fmt: skip
+    conn.execute("COMMIT")
+    conn.close()
+
+
 def cases() -> dict[str, list[tuple[str, str]]]:
     """Per page: (page path, baseline API path) pairs."""
-    end = T0 + 30 * DAY
+    end = T0 + 30 * DAY - 1234.5  # mid-hour, as "now" is: the rollup has parts of hours
     out: dict[str, list[tuple[str, str]]] = {}
     for days in (1, 7):
         overview = out[f"overview {days}d"] = []
@@ -57,8 +85,9 @@ def cases() -> dict[str, list[tuple[str, str]]]:
             q = {"range": "custom", "since": str(end - days * DAY), "until": str(end)}
             if agent:
                 q["agent"] = agent
-            iv = "15m" if days == 1 else "1h"
-            base = {"since": q["since"], "until": q["until"], "interval": iv}
+            # the page draws whole hours over whole buckets: the same range for the API
+            lo, hi = math.floor((end - days * DAY) / 3600), math.ceil(end / 3600)
+            base = {"since": str(lo * 3600), "until": str(hi * 3600), "interval": "1h"}
             if agent:
                 base["group_by"] = "agent"
             overview.append(("/?" + urlencode(q), "/v1/stats?" + urlencode(base)))
@@ -85,6 +114,7 @@ def main() -> None:
         db = args.db or str(Path(d) / "dash.db")
         if not args.db or not Path(db).exists():
             build_query_db(db, n_calls)
+        clone_turns(db)
         conn0 = sqlite3.connect(db)
         n_calls = conn0.execute("SELECT count(*) FROM calls").fetchone()[0]
         conn0.close()

@@ -367,8 +367,39 @@ def test_overview_series_agrees_with_the_query_layer_stats(tmp_path, monkeypatch
                 assert g["tool_error_rate"] == w["tool_error_rate"]
             assert sum(b["calls"] for b in got["buckets"].values()) == sum(r["calls"] for r in rows)
         monkeypatch.setattr(dq, "LATENCY_CALLS", 10)
-        got = dq.series(store, "default", since=since, until=until, interval=3600)
+        # buckets of whole hours come from the rollup: every sketch, never sampled
+        assert dq.series(store, "default", since=since, until=until,
+                         interval=3600)["sample_every"] == 1  # fmt: skip
+        got = dq.series(store, "default", since=since, until=until, interval=900)
         assert got["sample_every"] > 1
         one = next(b for b in got["buckets"].values() if b["e2e_p50"] is not None)
         assert sum(b["calls"] for b in got["buckets"].values()) == 81  # counts stay exact
         assert 0.4 <= one["e2e_p50"] <= 1.3  # a sample, still sane
+
+
+def test_tts_ttfb_is_the_median_of_the_turns_over_a_systematic_sample(tmp_path, monkeypatch):
+    import math
+
+    from callmeter.server.dashboard import queries as dq
+    from callmeter.store import Store
+    from callmeter.store import queries as sq
+
+    with Store(tmp_path / "s.db", prices=None) as store:
+        store.ingest(real_calls(tmp_path, n=6))
+        calls = [sq.get_call(store, "default", f"real-{i}") for i in range(6)]
+        starts = [c["call"]["started_at"] for c in calls]
+        kw = {"since": min(starts), "until": max(starts) + 1, "interval": 60}
+        per: dict[float, list[float]] = {}
+        for c in calls:
+            for t in c["turns"]:
+                if (v := t["breakdown"]["tts_ttfb"]) > 0:
+                    per.setdefault(math.floor(t["started_at"] / 60) * 60.0, []).append(v)
+        want = {b: sorted(v)[(len(v) - 1) // 2] for b, v in per.items()}
+        assert want
+        assert dq.tts_ttfb_p50(store, "default", **kw) == (want, 1)
+        assert dq.tts_ttfb_p50(store, "default", agent="sales", **kw)[0].keys() <= want.keys()
+        monkeypatch.setattr(dq, "TTFB_CALLS", 2)
+        got, k = dq.tts_ttfb_p50(store, "default", **kw)
+        assert k == 3  # 6 calls, at most about 2: the calls of every 3rd minute
+        values = {v for vs in per.values() for v in vs}
+        assert all(v in values for v in got.values())

@@ -172,3 +172,17 @@ def test_migration_builds_the_rollup_of_existing_calls(busy):
     busy.migrate()
     assert rollup_rows(busy) == expected
     compare(busy, since=T0, until=T0 + 4 * 86_400, interval="1d", group_by="agent")
+
+
+@pytest.mark.parametrize("agent", ["a", "b", "nobody"])
+def test_rollup_stats_of_one_agent_equal_call_stats(busy_shared, agent):
+    for since, until in ((T0, T0 + 4 * 86_400), (T0 + 30 * H + 1234.5, T0 + 50 * H - 17.25)):
+        for group_by in (None, "agent"):
+            out = compare(busy_shared, since=since, until=until, interval="1h",
+                          group_by=group_by, agent=agent)  # fmt: skip
+            assert all(b.get("group", agent) == agent for b in out["buckets"])
+    every = queries.stats(busy_shared, "default", since=T0, until=T0 + 4 * 86_400,
+                          group_by="agent")["buckets"]  # fmt: skip
+    mine = compare(busy_shared, since=T0, until=T0 + 4 * 86_400, agent=agent)["buckets"]
+    assert sum(b["calls"] for b in mine) == sum(b["calls"] for b in every if b["group"] == agent)
+    assert (agent == "nobody") == (mine == [])

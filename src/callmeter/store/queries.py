@@ -18,14 +18,14 @@ import sqlalchemy as sa
 
 from ..errors import InvalidArgumentError
 from . import schema
-from .rollup import ALL, HOUR, decode_models
+from .rollup import ALL, HOUR, agent_key, decode_models
 from .sketch import Sketch
 from .store import Store
 
 SORTS: dict[str, Any] = {
     "started": schema.calls.c.started_at,
     "cost": schema.calls.c.cost,
-    "e2e_p95": sa.func.coalesce(schema.calls.c.e2e_p95, -1.0),
+    "e2e_p95": schema.E2E_P95_KEY,
     "duration": schema.calls.c.duration,
 }
 """Sort keys of :func:`list_calls`."""
@@ -166,7 +166,8 @@ def list_calls(
     if (v := _number("min_cost", min_cost)) is not None:
         q = q.where(c.cost >= v)
     if (v := _number("min_e2e_p95", min_e2e_p95)) is not None:
-        q = q.where(c.e2e_p95 >= v)
+        # on the sort key's index; calls without an e2e (key -1) never match
+        q = q.where(v <= schema.E2E_P95_KEY, c.e2e_p95.is_not(None))
     if has_errors is True:
         q = q.where(c.errors > 0)
     elif has_errors is False:
@@ -307,6 +308,7 @@ def stats(
     until: float,
     interval: str | int = "1h",
     group_by: str | None = None,
+    agent: str | None = None,
     rollup: bool = True,
 ) -> dict[str, Any]:
     """Time buckets of ``tenant``'s calls between ``since`` and ``until`` (epoch seconds).
@@ -317,6 +319,8 @@ def stats(
     calls, tool errors and their rate, errors. A call belongs to the bucket it started in;
     it is active in every bucket it overlaps. Grouped by model or provider, cost is that
     model's or provider's share, and a call counts in each of its models' groups.
+
+    ``agent`` keeps the calls of that agent only (None: every call).
 
     Ungrouped or grouped by agent, with an interval of whole hours and ``since``/``until``
     on whole hours, the answer comes from the hourly rollup (``rollup=False`` reads the
@@ -337,14 +341,14 @@ def stats(
     lo_h, hi_h = math.ceil(lo / HOUR) * HOUR, math.floor(hi / HOUR) * HOUR
     if rollup and group_by in (None, "agent") and iv % HOUR == 0 and lo_h < hi_h:
         # whole hours from the rollup; the parts of an hour at either end from the calls
-        out, active0 = _rollup_cells(store, tenant, lo_h, hi_h, iv, group_by)
+        out, active0 = _rollup_cells(store, tenant, lo_h, hi_h, iv, group_by, agent)
         if lo < lo_h:
-            edge, active0 = _call_cells(store, tenant, lo, lo_h, iv, group_by)
+            edge, active0 = _call_cells(store, tenant, lo, lo_h, iv, group_by, agent)
             _merge_cells(out, edge)
         if hi_h < hi:
-            _merge_cells(out, _call_cells(store, tenant, hi_h, hi, iv, group_by)[0])
+            _merge_cells(out, _call_cells(store, tenant, hi_h, hi, iv, group_by, agent)[0])
     else:
-        out, active0 = _call_cells(store, tenant, lo, hi, iv, group_by)
+        out, active0 = _call_cells(store, tenant, lo, hi, iv, group_by, agent)
     buckets = _assemble(out, active0, first, last, iv, group_by)
     return {"interval": iv, "since": lo, "until": hi, "group_by": group_by, "buckets": buckets}
 
@@ -376,14 +380,23 @@ def _merge_cells(
 
 
 def _rollup_cells(
-    store: Store, tenant: str, lo: float, hi: float, iv: int, group_by: str | None
+    store: Store,
+    tenant: str,
+    lo: float,
+    hi: float,
+    iv: int,
+    group_by: str | None,
+    agent: str | None = None,
 ) -> tuple[dict[Any, dict[int, dict[str, Any]]], dict[Any, int]]:
     """Per group and bucket, the sums of the hourly rollup (since/until whole hours)."""
     t = schema.call_rollup.c
     lo_h, hi_h = int(lo) // HOUR, int(hi) // HOUR
     out: dict[Any, dict[int, dict[str, Any]]] = {}
     by_agent = group_by == "agent"
-    rows = t.agent_key != ALL if by_agent else t.agent_key == ALL
+    if agent is not None:
+        rows = t.agent_key == agent_key(agent)
+    else:
+        rows = t.agent_key != ALL if by_agent else t.agent_key == ALL
     cols = [t.hour, t.agent_name, t.calls, t.ends, t.tool_calls, t.tool_errors, t.errors,
             *(getattr(t, k) for k in schema.ROLLUP_SUMS), t.e2e_sketch, t.ttft_sketch,
             t.model_costs]  # fmt: skip
@@ -419,7 +432,9 @@ def _rollup_cells(
                 d["_ttft"].merge_bytes(ttft)
             if models:
                 bm, bp = d["cost_by_model"], d["cost_by_provider"]
-                for _kind, provider, model, mcost, _n in decode_models(models):
+                for _kind, provider, model, mcost, n, unpriced in decode_models(models):
+                    if n == unpriced:  # no call of it has a price (as in the call rows)
+                        continue
                     key = f"{provider}/{model}"
                     bm[key] = bm.get(key, 0.0) + mcost
                     bp[provider] = bp.get(provider, 0.0) + mcost
@@ -430,7 +445,13 @@ def _rollup_cells(
 
 
 def _call_cells(
-    store: Store, tenant: str, lo: float, hi: float, iv: int, group_by: str | None
+    store: Store,
+    tenant: str,
+    lo: float,
+    hi: float,
+    iv: int,
+    group_by: str | None,
+    agent: str | None = None,
 ) -> tuple[dict[Any, dict[int, dict[str, Any]]], dict[Any, int]]:
     """Per group and bucket, the sums over the ``calls`` rows (any interval, any range)."""
     c = schema.calls.c
@@ -438,7 +459,7 @@ def _call_cells(
     bucket = sa.cast(sa.func.floor(c.started_at / iv), sa.BigInteger).label("b")
     end = sa.func.coalesce(c.ended_at, c.last_at)
     frm: Any = schema.calls
-    where = [c.tenant == tenant]
+    where = [c.tenant == tenant] + ([c.agent_name == agent] if agent is not None else [])
     for t in joins:
         frm = frm.join(t, sa.and_(t.c.tenant == c.tenant, t.c.session_id == c.session_id))
     if label_key is not None:

@@ -1,13 +1,15 @@
-"""The hourly rollup: per tenant, hour and agent, what ``GET /v1/stats`` needs.
+"""The hourly rollup: per tenant, hour and agent, what ``GET /v1/stats`` and the dashboard
+need.
 
 A call contributes to the row of the hour it started in, of its agent and of all agents
-(``calls``, cost in total, by kind and by model, tool calls and errors, errors, and its e2e
-and TTFT sketch bins) and, with ``ends``, to the rows of the hour it ended in (or of its
-last record while open), for the active-calls count. Ingest keeps the rollup up to date in
-the same transaction: for every call a batch changes it subtracts the call's old
-contribution and adds its new one (counts, sums and sketch bins all add up, so this is
-exact, and a call whose start moves to an earlier hour or that gets its agent name late
-moves rows correctly). Prune subtracts the calls it deletes.
+(``calls``, cost in total, by kind and by model, tool calls and errors, errors, turns,
+duration, and its e2e and TTFT sketch bins) and, with ``ends``, to the rows of the hour it
+ended in (or of its last record while open), for the active-calls count. Ingest keeps the
+rollup up to date in the same transaction: for every call a batch changes it subtracts the
+call's old contribution and adds its new one (counts, sums and sketch bins all add up, so
+this is exact, and a call whose start moves to an earlier hour or that gets its agent name
+late moves rows correctly). Prune subtracts the calls it deletes. The dashboard reads it
+too (its by-agent and by-model tables, and its charts in buckets of whole hours).
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ ModelCost = tuple[str, str, str, float | None]
 """(kind, provider, model, cost) of one call's usage of one model."""
 
 _enc = msgspec.msgpack.Encoder()
-_models_dec = msgspec.msgpack.Decoder(list[tuple[str, str, str, float, int]])
+_models_dec = msgspec.msgpack.Decoder(list[tuple[str, str, str, float, int, int]])
 SNAPSHOT = ("agent_name", "started_at", "ended_at", "last_at", *schema.ROLLUP_SUMS,
-            "tool_calls", "tool_errors", "errors", "e2e_sketch", "ttft_sketch")  # fmt: skip
+            "tool_calls", "tool_errors", "errors", *schema.ROLLUP_TOTALS, "e2e_sketch",
+            "ttft_sketch")  # fmt: skip
 """The ``calls`` columns a call's rollup contribution depends on."""
 
+
+_COUNTS = (*schema.ROLLUP_COUNTS, "turns")
+_SUMS = (*schema.ROLLUP_SUMS, "duration")
 
 ALL = "*"
 """The ``agent_key`` of the rows that sum every agent (ungrouped statistics read them)."""
@@ -48,8 +54,8 @@ class _Cell:
 
     def __init__(self, agent: str | None) -> None:
         self.agent = agent
-        self.counts = dict.fromkeys(schema.ROLLUP_COUNTS, 0)
-        self.sums = dict.fromkeys(schema.ROLLUP_SUMS, 0.0)
+        self.counts = dict.fromkeys(_COUNTS, 0)
+        self.sums = dict.fromkeys(_SUMS, 0.0)
         self.e2e = Sketch()
         self.ttft = Sketch()
         self.models: dict[tuple[str, str, str], list[Any]] = {}
@@ -85,21 +91,24 @@ class RollupDelta:
         hour = math.floor(call["started_at"] / HOUR)
         end_at = call["ended_at"] if call["ended_at"] is not None else call["last_at"]
         end_hour = math.floor(end_at / HOUR)
-        models = [m for m in models if m[3] is not None]
+        models = list(models)
         for key, name in ((agent_key(agent), agent), (ALL, None)):
             self._cell(end_hour, key, name).counts["ends"] += sign
             start = self._cell(hour, key, name)
             counts, sums = start.counts, start.sums
             counts["calls"] += sign
-            for col in ("tool_calls", "tool_errors", "errors"):
+            for col in ("tool_calls", "tool_errors", "errors", "turns"):
                 counts[col] += sign * call[col]
-            for col in schema.ROLLUP_SUMS:
+            for col in _SUMS:
                 sums[col] += sign * call[col]
             _add_sketch(start.e2e, call["e2e_sketch"], sign)
             _add_sketch(start.ttft, call["ttft_sketch"], sign)
             for kind, provider, model, cost in models:
-                m = start.models.setdefault((kind, provider, model), [0.0, 0])
-                m[0] += sign * cost
+                m = start.models.setdefault((kind, provider, model), [0.0, 0, 0])
+                if cost is None:  # no price: counted, so the table can say the cost is unknown
+                    m[2] += sign
+                else:
+                    m[0] += sign * cost
                 m[1] += sign
 
     def write(self, conn: Connection, tenant: str, *, lock: bool = False) -> None:
@@ -127,8 +136,8 @@ class RollupDelta:
                 row = {"tenant": tenant, "hour": key[0], "agent_key": key[1],
                        "agent_name": cell.agent, "e2e_sketch": None, "ttft_sketch": None,
                        "model_costs": None}  # fmt: skip
-                row.update(dict.fromkeys(schema.ROLLUP_COUNTS, 0))
-                row.update(dict.fromkeys(schema.ROLLUP_SUMS, 0.0))
+                row.update(dict.fromkeys(_COUNTS, 0))
+                row.update(dict.fromkeys(_SUMS, 0.0))
             for name, n in cell.counts.items():
                 row[name] += n
             for name, v in cell.sums.items():
@@ -146,8 +155,7 @@ class RollupDelta:
         if inserts:
             conn.execute(t.insert(), inserts)
         if updates:
-            vals = [*schema.ROLLUP_COUNTS, *schema.ROLLUP_SUMS, "e2e_sketch", "ttft_sketch",
-                    "model_costs"]  # fmt: skip
+            vals = [*_COUNTS, *_SUMS, "e2e_sketch", "ttft_sketch", "model_costs"]
             stmt = (
                 t.update()
                 .where(
@@ -186,24 +194,26 @@ def _merged_sketch(data: bytes | None, diff: Sketch) -> bytes | None:
     return s.to_bytes() if s.bins or s.zeros else None
 
 
-def decode_models(data: bytes | None) -> list[tuple[str, str, str, float, int]]:
-    """A rollup row's ``model_costs``: (kind, provider, model, cost, calls with a cost)."""
+def decode_models(data: bytes | None) -> list[tuple[str, str, str, float, int, int]]:
+    """A rollup row's ``model_costs`` (format of migration 0003): (kind, provider, model,
+    cost of the calls with a price, calls, calls without a price)."""
     return _models_dec.decode(data) if data else []
 
 
 def _merged_models(data: bytes | None, diff: dict[tuple[str, str, str], list[Any]]) -> bytes | None:
     if not diff:
         return data
-    cur = {(k, p, m): [c, n] for k, p, m, c, n in decode_models(data)}
-    for key, (cost, n) in diff.items():
-        e = cur.setdefault(key, [0.0, 0])
+    cur = {(k, p, m): [c, n, u] for k, p, m, c, n, u in decode_models(data)}
+    for key, (cost, n, unpriced) in diff.items():
+        e = cur.setdefault(key, [0.0, 0, 0])
         e[0] += cost
         e[1] += n
+        e[2] += unpriced
         if e[1] <= 0:
             del cur[key]
     if not cur:
         return None
-    return _enc.encode([(*k, c, n) for k, (c, n) in sorted(cur.items())])
+    return _enc.encode([(*k, c, n, u) for k, (c, n, u) in sorted(cur.items())])
 
 
 def call_models_of(

@@ -25,6 +25,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
+    literal_column,
 )
 
 metadata = MetaData()
@@ -96,7 +98,10 @@ calls = Table(
 Index("calls_started", calls.c.tenant, calls.c.started_at, calls.c.session_id)
 Index("calls_minute", calls.c.tenant, calls.c.start_minute)
 Index("calls_cost", calls.c.tenant, calls.c.cost, calls.c.session_id)
-Index("calls_e2e_p95", calls.c.tenant, calls.c.e2e_p95)
+E2E_P95_KEY = func.coalesce(calls.c.e2e_p95, literal_column("-1.0"))
+"""The e2e p95 sort key (no e2e: -1, last when descending); the literal is inline so that
+the query's expression is the index's (SQLite matches indexed expressions as written)."""
+Index("calls_e2e_p95", calls.c.tenant, E2E_P95_KEY, calls.c.session_id)
 Index("calls_duration", calls.c.tenant, calls.c.duration, calls.c.session_id)
 Index("calls_agent", calls.c.tenant, calls.c.agent_name, calls.c.started_at)
 Index("calls_part_time", calls.c.part_time)
@@ -168,6 +173,9 @@ records = Table(
 ROLLUP_SECONDS = 3600
 ROLLUP_SUMS = ("cost", "cost_llm", "cost_stt", "cost_tts", "cost_realtime")
 ROLLUP_COUNTS = ("calls", "ends", "tool_calls", "tool_errors", "errors")
+ROLLUP_TOTALS = ("turns", "duration")
+"""Sums of ``calls`` columns in the rollup since migration 0003 (the dashboard's by-agent
+table: turns, and the mean duration)."""
 
 call_rollup = Table(
     "call_rollup",
@@ -178,6 +186,8 @@ call_rollup = Table(
     Column("agent_name", Text),
     *(Column(name, BigInteger, nullable=False) for name in ROLLUP_COUNTS),
     *(Column(name, Float, nullable=False) for name in ROLLUP_SUMS),
+    Column("turns", BigInteger, nullable=False, server_default="0"),
+    Column("duration", Float, nullable=False, server_default="0"),
     Column("e2e_sketch", LargeBinary),
     Column("ttft_sketch", LargeBinary),
     Column("model_costs", LargeBinary),

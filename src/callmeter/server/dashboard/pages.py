@@ -176,12 +176,17 @@ def overview(ctx: Mapping[str, Any]) -> str:
         label=f"tool error rate in percent, {span}",
         fmt=lambda v: f"{v:.3g} %",
     )  # fmt: skip
-    sampled = ""
+    notes = []
     if ctx.get("sample_every", 1) > 1:
-        sampled = (
-            '<p class="muted">e2e and TTFT percentiles from the calls that started in every '
-            f"{ctx['sample_every']}th minute; TTS TTFB from the latest calls.</p>"
+        notes.append(
+            "e2e and TTFT percentiles from the calls that started in every "
+            f"{ctx['sample_every']}th minute"
         )
+    if ctx.get("ttfb_sample_every", 1) > 1:
+        notes.append(
+            f"TTS TTFB from the calls that started in every {ctx['ttfb_sample_every']}th minute"
+        )
+    sampled = f'<p class="muted">{escape("; ".join(notes))}.</p>' if notes else ""
     t = ctx["totals"]
     cards = "".join(
         f'<div class="card"><span>{k}</span><strong>{v}</strong></div>'
@@ -190,22 +195,23 @@ def overview(ctx: Mapping[str, Any]) -> str:
     )  # fmt: skip
     agents_t = _table(
         "By agent",
-        ["Agent", "Calls", "Turns", "Cost", "Mean duration", "Worst e2e p95", "Tool errors",
-         "Errors"],
+        ["Agent", "Calls", "Turns", "Cost", "Mean duration", "e2e p50", "e2e p95",
+         "Tool errors", "Errors"],
         [[escape(r["agent"] or "-"), f"{r['calls']:,}", f"{r['turns']:,}", money(r["cost"]),
-          seconds(r["mean_duration"]), seconds(r["max_e2e_p95"]),
+          seconds(r["mean_duration"]), seconds(r["e2e_p50"]), seconds(r["e2e_p95"]),
           f"{r['tool_errors']:,} / {r['tool_calls']:,}", f"{r['errors']:,}"]
          for r in ctx["by_agent"]],
         "by-agent",
     )  # fmt: skip
+    model_total = sum(r["cost"] for r in ctx["by_model"])
     models_t = _table(
         "By model",
-        ["Kind", "Provider / model", "Calls", "Requests", "Tokens in / out", "Characters",
-         "Audio", "Errors", "Cost"],
+        ["Kind", "Provider / model", "Calls", "Calls without a price", "Cost",
+         "Share of the cost"],
         [[escape(r["kind"]), escape(f"{r['provider']}/{r['model']}"), f"{r['calls']:,}",
-          f"{r['requests']:,}", f"{r['prompt_tokens']:,} / {r['completion_tokens']:,}",
-          f"{r['characters']:,}", seconds(r["audio_duration"]), f"{r['errors']:,}",
-          money(r["cost"])] for r in ctx["by_model"]],
+          f"{r['unpriced']:,}", money(r["cost"], r["cost_complete"]),
+          f"{100 * r['cost'] / model_total:.1f} %" if model_total else "-"]
+         for r in ctx["by_model"]],
         "by-model",
     )  # fmt: skip
     return (

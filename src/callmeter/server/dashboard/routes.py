@@ -32,6 +32,8 @@ COOKIE = "callmeter_token"
 RANGES = {"1h": 3600, "1d": 86_400, "7d": 7 * 86_400}
 INTERVALS = (60, 300, 900, 3600, 21_600, 86_400)
 MAX_POINTS = 200
+HOURLY_FROM = 6 * 3600
+"""Ranges longer than this are drawn in buckets of whole hours (read from the rollup)."""
 PAGE_SIZE = 50
 TOP_CALLS = 5
 LIVE_POLL = 0.5
@@ -96,9 +98,10 @@ def parse_number(name: str, value: str | None) -> float | None:
 
 
 def pick_interval(span: float) -> int:
-    """The narrowest bucket width that draws ``span`` seconds in at most 200 points."""
+    """The narrowest bucket width that draws ``span`` seconds in at most 200 points, of
+    whole hours when the span is over :data:`HOURLY_FROM` (a day: 24 buckets of 1 h)."""
     for iv in INTERVALS:
-        if span / iv <= MAX_POINTS:
+        if span / iv <= MAX_POINTS and (iv % 3600 == 0 or span <= HOURLY_FROM):
             return iv
     return INTERVALS[-1]
 
@@ -127,6 +130,11 @@ def overview_data(
     since, until = time_range(params, now)
     agent = params.get("agent") or None
     iv = pick_interval(until - since)
+    if iv % 3600 == 0:
+        # buckets of whole hours: the range widens to whole buckets, so that every number
+        # of the page comes from the hourly rollup (the call rows of a part of an hour at
+        # either end would also need a scan of every older call for the active count)
+        since, until = math.floor(since / iv) * iv, math.ceil(until / iv) * iv
     rng = {"since": since, "until": until}
     top = {**rng, "agent": agent, "limit": TOP_CALLS}
     # independent reads, run side by side (SQLite and PostgreSQL drivers release the GIL)
@@ -139,7 +147,7 @@ def overview_data(
         "slowest": _pool.submit(sq.list_calls, store, tenant, sort="e2e_p95", **top),
     }
     got = {k: f.result() for k, f in jobs.items()}
-    ser, ttfb, by_agent = got["series"], got["ttfb"], got["by_agent"]
+    ser, (ttfb, ttfb_every), by_agent = got["series"], got["ttfb"], got["by_agent"]
     first, last = math.floor(since / iv), math.floor((until - 1e-9) / iv)
     xs = [float(k * iv) for k in range(first, last + 1)]
     buckets = []
@@ -150,7 +158,7 @@ def overview_data(
         buckets.append(b)
     return {
         "since": since, "until": until, "interval": iv, "xs": xs, "buckets": buckets,
-        "sample_every": ser["sample_every"],
+        "sample_every": ser["sample_every"], "ttfb_sample_every": ttfb_every,
         "tts_ttfb": [ttfb.get(x) for x in xs],
         "totals": {k: sum(r[k] for r in by_agent) for k in ("calls", "cost", "turns", "errors")},
         "by_agent": by_agent,

@@ -1,4 +1,4 @@
-"""Hourly rollup of calls per tenant, hour and agent (for statistics), built from calls.
+"""Hourly rollup of calls per tenant, hour and agent (for statistics); 0003 fills it.
 
 Revision ID: 0002
 Revises: 0001
@@ -35,9 +35,7 @@ def upgrade() -> None:
         sa.Column("model_costs", sa.LargeBinary(), nullable=True),
         sa.PrimaryKeyConstraint("tenant", "hour", "agent_key", name="call_rollup_pk"),
     )
-    from callmeter.store.rollup import rebuild
-
-    rebuild(op.get_bind())
+    # filled by 0003, which builds the rollup of the existing calls in its current format
 
 
 def downgrade() -> None:
