@@ -276,6 +276,12 @@ class AgentSession(EventEmitter):
                 self._rejects.reject(f"session {self.session_id}", reason, metrics)
                 self._collector.note_rejected(metrics)
                 return
+        self._record_checked(metrics)
+
+    def _record_checked(self, metrics: AgentMetrics) -> None:
+        # Everything after the check: the session's own helpers call this directly for
+        # metrics they built from values they checked (see LLMGeneration._build_checked);
+        # any object from elsewhere goes through emit_metrics and its full check.
         _last_valid.event = metrics
         try:
             pending = self._pending
@@ -298,15 +304,16 @@ class AgentSession(EventEmitter):
                 labels=self.labels,
                 metrics=metrics,
             )
-            if len(handlers) == 1 and not handlers[0][1] and not handlers[0][2]:
+            fast = self._fast_handler
+            if fast is not None and handlers[0][0] is fast:
                 try:  # one sync handler, the common case: call it directly
-                    result = handlers[0][0](event)
+                    result = fast(event)
                     if result is not None and inspect.isawaitable(result):
-                        self._schedule("metrics_collected", handlers[0][0], result)
+                        self._schedule("metrics_collected", fast, result)
                 except _PROPAGATE:
                     raise
                 except BaseException:
-                    self._handler_failed("metrics_collected", handlers[0][0])
+                    self._handler_failed("metrics_collected", fast)
                 return
             self._dispatch("metrics_collected", handlers, (event,))
         except _PROPAGATE:
