@@ -35,6 +35,7 @@ _LAZY_BATCH = 8192  # events the session's own collector holds before adding the
 _CHECKS = validate.CHECKS
 _check = validate.check
 _last_valid = validate.last_valid
+_new_generation = object.__new__
 
 
 def _check_str(name: str, value: object) -> None:
@@ -373,14 +374,15 @@ class AgentSession(EventEmitter):
         ):
             _check_str("model", model)
             _check_str("provider", provider)
-        return LLMGeneration(
-            self,
-            model=model,
-            provider=provider,
-            label=label,
-            request_id=request_id,
-            speech_id=speech_id,
-        )
+        # Built without a second call frame: this runs once per LLM request.
+        gen = _new_generation(LLMGeneration)
+        gen._session = self
+        gen.model = model
+        gen.provider = provider
+        gen.label = label
+        gen.request_id = request_id
+        gen.speech_id = speech_id
+        return gen
 
     def tool_call(
         self, name: str, call_id: str | None = None, *, speech_id: str | None = None

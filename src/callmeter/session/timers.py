@@ -165,6 +165,7 @@ class LLMGeneration(_Timer):
         request_id: str = "",
         speech_id: str | None = None,
     ) -> None:
+        # AgentSession.llm_generation sets the same attributes without calling this.
         self._session = session
         self.speech_id = speech_id
         self.model = model
@@ -179,18 +180,17 @@ class LLMGeneration(_Timer):
         self._t0 = _perf()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._finish(exc_type)
-
     async def __aenter__(self) -> LLMGeneration:
         return self.__enter__()
 
-    def _finish(self, exc_type: type[BaseException] | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        # One function on purpose (it runs once per request): build the metric; when it
+        # is valid by construction, record it without the full check.
         if self._done:
             return
         self._done = True
@@ -201,11 +201,14 @@ class LLMGeneration(_Timer):
             metric, checked = self._build_checked(end, exc_type)
         except Exception:  # measurement must never break the agent
             logger.exception("callmeter: building a %s metric failed", type(self).__name__)
+            self._session._rejects.add(1)  # e.g. an unhashable model name set on the timer
             return
         if checked:
             self._session._record_checked(metric)
         else:
             self._session.emit_metrics(metric)
+
+    _finish = __exit__
 
     def first_token(self) -> None:
         """Mark the first token (or tool-call delta); later calls are ignored."""
