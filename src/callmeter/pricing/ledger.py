@@ -414,11 +414,7 @@ class Ledger:
                         part = None
                         run_sid = run_md = _NO_RUN
                     run_start = i + 1
-                    queued = self.part(m.speech_id)
-                    pending = queued.pending
-                    pending.append(m)
-                    if len(pending) >= MAX_PENDING:
-                        self.fold(queued)
+                    self.queue(m)
                 elif t is CloseEvent:
                     self._close(m)
         except Exception as exc:
@@ -466,6 +462,14 @@ class Ledger:
             x[ERRORS] += errors
         part.cost = None
         self.version += 1
+
+    def queue(self, m: Any) -> None:
+        """Queue one STT, TTS or realtime event on its part (added up in batches)."""
+        part = self.part(m.speech_id)
+        pending = part.pending
+        pending.append(m)
+        if len(pending) >= MAX_PENDING:
+            self.fold(part)
 
     def keep_large(self, part: Part, key: ModelKey, a: Amounts) -> None:
         """Keep one request's amounts individually (large, or breaking the convention);

@@ -54,6 +54,7 @@ _ADDED_FIELDS = (
 
 
 _BILLABLE = (LLMMetrics, STTMetrics, TTSMetrics, RealtimeModelMetrics)
+_QUEUED = frozenset((STTMetrics, TTSMetrics, RealtimeModelMetrics))  # added up by the ledger
 
 
 class UsageCollector:
@@ -328,8 +329,19 @@ class UsageCollector:
         requests = unreported = errors = 0
         prompt = cached = created = completion = audio_in = audio_out = 0
         duration = 0.0
+        queue = ledger.queue
         for m in buf:
             if m.__class__ is not llm_cls:
+                if m.__class__ in _QUEUED:  # in order: a turn dropped stays dropped
+                    if part is not None:
+                        add_run(part, key, requests, prompt, cached, created, completion,
+                                audio_in, audio_out, unreported, duration, errors)  # fmt: skip
+                        requests = unreported = errors = 0
+                        prompt = cached = created = completion = audio_in = audio_out = 0
+                        duration = 0.0
+                        part = None
+                        run_sid = run_md = _NO_RUN
+                    queue(m)
                 others.append(m)
                 continue
             keep(m)
@@ -404,8 +416,7 @@ class UsageCollector:
                 dropped = True
         if dropped:
             buf = [m for group in by_type.values() for m in group]
-        try:
-            self._ledger.add_batch(buf)
+        try:  # (the ledger has them already: _add_llm_events queued them in order)
             self._latency.collect_groups(by_type)
         except Exception:
             logger.exception("callmeter: adding up cost or latency failed; figures incomplete")
