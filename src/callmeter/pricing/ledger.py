@@ -37,6 +37,7 @@ __all__ = [
     "ModelKey",
     "Part",
     "apply_rule",
+    "requests_of",
 ]
 
 log = logging.getLogger("callmeter.pricing")
@@ -124,11 +125,20 @@ AUDIO_SECONDS = 11
 """Audio seconds as reported (float sum), before billing rules."""
 MASKS = 12
 """Speech requests per quantity mask (``{mask: count}``), or None."""
-_VLEN = 13
+DURATION = 13
+"""Sum of request durations, seconds (every request, usage reported or not)."""
+ERRORS = 14
+"""Requests that ended with an error (LLM, STT, TTS)."""
+_VLEN = 15
 
 
 def _vector() -> list[Any]:
-    return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, None]
+    return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, None, 0.0, 0]
+
+
+def requests_of(key: ModelKey, v: list[Any]) -> int:
+    """Every request of a vector: an LLM's ``v[0]`` counts only those with usage."""
+    return v[0] + v[UNREPORTED] if key[0] == "llm" else v[0]
 
 
 # Bits of a speech request's quantity mask: which billable quantities it carries.
@@ -240,6 +250,8 @@ class Part:
 def _add_vector(into: list[Any], v: list[Any]) -> None:
     m = v[MASKS]
     into[:MASKS] = map(add, into[:MASKS], v[:MASKS])
+    into[DURATION] += v[DURATION]
+    into[ERRORS] += v[ERRORS]
     if m is not None:
         im = into[MASKS]
         if im is None:
@@ -255,6 +267,15 @@ def _keep_large(part: Part, key: ModelKey, a: Amounts) -> None:
         lst.append(a)
     else:
         part.overflow.setdefault(key, Amounts()).add(a)
+
+
+class _Resume(Exception):
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+_NO_RUN = object()
 
 
 RuleLookup = Callable[[str | None, str | None], "tuple[int, int] | None"]
@@ -310,34 +331,170 @@ class Ledger:
         """Pricing's cache of the last report, keyed on :attr:`version`."""
 
     def add_batch(self, events: Iterable[Any]) -> None:
-        """Queue events on their parts, in order: a dict lookup and an append each."""
-        turns = self.turns
+        """Add events, in order. LLM events are added up at once, in runs of consecutive
+        events of one turn and one ``Metadata`` object (the common case: one pass, a few
+        additions in local variables per event); other billable kinds are queued on their
+        part and added up in batches."""
+        batch = events if isinstance(events, list) else list(events)
+        try:
+            self._add_events(batch, 0)
+        except _Resume as r:
+            # A malformed event. Nothing of its run was applied: queue the run and the
+            # rest; the fold adds them one by one and leaves out the bad one (logged,
+            # counted in dropped_events).
+            for m in batch[r.index :]:
+                if m.__class__ in _KIND:
+                    self.part(m.speech_id).pending.append(m)
+            self.fold_all()
+
+    def _add_events(self, batch: list[Any], start: int) -> None:
         kinds = _KIND
-        for m in events:
-            if m.__class__ not in kinds:
-                if m.__class__ is CloseEvent:
+        llm = LLMMetrics
+        part: Part | None = None
+        key: ModelKey = ("llm", None, None)
+        run_sid: Any = _NO_RUN
+        run_md: Any = _NO_RUN
+        run_start = start
+        requests = unreported = errors = 0
+        prompt = cached = created = completion = audio_in = audio_out = 0
+        duration = 0.0
+        i = start
+        try:
+            for i in range(start, len(batch)):
+                m = batch[i]
+                t = m.__class__
+                if t is llm:
+                    sid = m.speech_id
+                    md = m.metadata
+                    if sid != run_sid or (md is not run_md and md != run_md):
+                        if part is not None:
+                            self.add_llm(part, key, requests, prompt, cached, created,
+                                          completion, audio_in, audio_out, unreported,
+                                          duration, errors)  # fmt: skip
+                            requests = unreported = errors = 0
+                            prompt = cached = created = completion = audio_in = audio_out = 0
+                            duration = 0.0
+                        run_start = i
+                        run_sid, run_md = sid, md
+                        part = self.part(sid)
+                        key = (
+                            ("llm", None, None)
+                            if md is None
+                            else ("llm", md.model_provider, md.model_name)
+                        )
+                    duration += m.duration
+                    if m.error is not None:
+                        errors += 1
+                    if not m.usage_reported:
+                        unreported += 1
+                        continue
+                    p = m.prompt_tokens
+                    c = m.prompt_cached_tokens
+                    requests += 1
+                    prompt += p
+                    cached += c
+                    completion += m.completion_tokens
+                    w, ai, ao = m.cache_creation_tokens, m.input_audio_tokens, m.output_audio_tokens
+                    if w or ai or ao:
+                        created += w
+                        audio_in += ai
+                        audio_out += ao
+                    # large requests, and requests whose counts break the convention (so
+                    # that they are priced, or refused, on their own, not hidden in a sum)
+                    if p >= LARGE_REQUEST_TOKENS or c + w > p or ai > p:
+                        _keep_large(part, key, Amounts(1, p, c, w, m.completion_tokens, ai, ao))
+                elif t in kinds:
+                    if part is not None:  # finish the run first: _part may drop a turn
+                        self.add_llm(part, key, requests, prompt, cached, created,
+                                      completion, audio_in, audio_out, unreported,
+                                      duration, errors)  # fmt: skip
+                        requests = unreported = errors = 0
+                        prompt = cached = created = completion = audio_in = audio_out = 0
+                        duration = 0.0
+                        part = None
+                        run_sid = run_md = _NO_RUN
+                    run_start = i + 1
+                    self.queue(m)
+                elif t is CloseEvent:
                     self._close(m)
-                continue
-            sid = m.speech_id
-            if sid is None:
-                part = self.unattributed
-            else:
-                part = turns.get(sid)
-                if part is None:
-                    if not self._max_turns:  # no turn is kept: straight to the dropped part
-                        part = self.dropped
-                        part.cost = None
-                        if sid != self._last_dropped:
-                            self._last_dropped = sid
-                            self.dropped_turns += 1
-                    else:
-                        part = turns[sid] = Part()
-                        if len(turns) > self._max_turns:
-                            self._drop_oldest()
-            pending = part.pending
-            pending.append(m)
-            if len(pending) >= MAX_PENDING:
-                self.fold(part)
+        except Exception as exc:
+            raise _Resume(run_start) from exc
+        if part is not None:
+            self.add_llm(part, key, requests, prompt, cached, created, completion,
+                          audio_in, audio_out, unreported, duration, errors)  # fmt: skip
+
+    def add_llm(
+        self,
+        part: Part,
+        key: ModelKey,
+        requests: int,
+        prompt: int,
+        cached: int,
+        created: int,
+        completion: int,
+        audio_in: int,
+        audio_out: int,
+        unreported: int,
+        duration: float,
+        errors: int,
+    ) -> None:
+        """Add the sums of a run of LLM events of one part and model (requests with usage,
+        their token counts, requests without usage, durations, errors) to the part's
+        vector and to the call totals. Large requests go to :meth:`keep_large` as well."""
+        vectors, totals = part.vectors, self.totals
+        v = vectors.get(key)
+        if v is None:
+            v = vectors[key] = _vector()
+        t = totals.get(key)
+        if t is None:
+            t = totals[key] = _vector()
+        for x in (v, t):
+            x[0] += requests
+            x[1] += prompt
+            x[2] += cached
+            x[4] += completion
+            if created or audio_in or audio_out:
+                x[3] += created
+                x[5] += audio_in
+                x[6] += audio_out
+            x[UNREPORTED] += unreported
+            x[DURATION] += duration
+            x[ERRORS] += errors
+        part.cost = None
+        self.version += 1
+
+    def queue(self, m: Any) -> None:
+        """Queue one STT, TTS or realtime event on its part (added up in batches)."""
+        part = self.part(m.speech_id)
+        pending = part.pending
+        pending.append(m)
+        if len(pending) >= MAX_PENDING:
+            self.fold(part)
+
+    def keep_large(self, part: Part, key: ModelKey, a: Amounts) -> None:
+        """Keep one request's amounts individually (large, or breaking the convention);
+        they are also in the sums passed to :meth:`add_llm`."""
+        _keep_large(part, key, a)
+
+    def part(self, sid: str | None) -> Part:
+        """The part events with ``speech_id`` ``sid`` belong to (created if new; an old
+        turn may be folded into the dropped part to make room)."""
+        if sid is None:
+            return self.unattributed
+        part = self.turns.get(sid)
+        if part is not None:
+            return part
+        if not self._max_turns:  # no turn is kept: straight to the dropped part
+            part = self.dropped
+            part.cost = None
+            if sid != self._last_dropped:
+                self._last_dropped = sid
+                self.dropped_turns += 1
+            return part
+        part = self.turns[sid] = Part()
+        if len(self.turns) > self._max_turns:
+            self._drop_oldest()
+        return part
 
     def _close(self, ev: CloseEvent) -> None:
         d = ev.duration
@@ -440,6 +597,9 @@ class Ledger:
             if v is None:
                 v = delta[key] = _vector()
                 rules[key] = self._rule(key) if t is STTMetrics or t is TTSMetrics else None
+            v[DURATION] += m.duration
+            if t is not RealtimeModelMetrics and m.error is not None:
+                v[ERRORS] += 1
             if t is LLMMetrics:
                 if not m.usage_reported:
                     v[UNREPORTED] += 1

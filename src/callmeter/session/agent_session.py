@@ -35,6 +35,7 @@ _LAZY_BATCH = 8192  # events the session's own collector holds before adding the
 _CHECKS = validate.CHECKS
 _check = validate.check
 _last_valid = validate.last_valid
+_new_generation = object.__new__
 
 
 def _check_str(name: str, value: object) -> None:
@@ -276,6 +277,12 @@ class AgentSession(EventEmitter):
                 self._rejects.reject(f"session {self.session_id}", reason, metrics)
                 self._collector.note_rejected(metrics)
                 return
+        self._record_checked(metrics)
+
+    def _record_checked(self, metrics: AgentMetrics) -> None:
+        # Everything after the check: the session's own helpers call this directly for
+        # metrics they built from values they checked (see LLMGeneration._build_checked);
+        # any object from elsewhere goes through emit_metrics and its full check.
         _last_valid.event = metrics
         try:
             pending = self._pending
@@ -298,15 +305,16 @@ class AgentSession(EventEmitter):
                 labels=self.labels,
                 metrics=metrics,
             )
-            if len(handlers) == 1 and not handlers[0][1] and not handlers[0][2]:
+            fast = self._fast_handler
+            if fast is not None and handlers[0][0] is fast:
                 try:  # one sync handler, the common case: call it directly
-                    result = handlers[0][0](event)
+                    result = fast(event)
                     if result is not None and inspect.isawaitable(result):
-                        self._schedule("metrics_collected", handlers[0][0], result)
+                        self._schedule("metrics_collected", fast, result)
                 except _PROPAGATE:
                     raise
                 except BaseException:
-                    self._handler_failed("metrics_collected", handlers[0][0])
+                    self._handler_failed("metrics_collected", fast)
                 return
             self._dispatch("metrics_collected", handlers, (event,))
         except _PROPAGATE:
@@ -366,14 +374,15 @@ class AgentSession(EventEmitter):
         ):
             _check_str("model", model)
             _check_str("provider", provider)
-        return LLMGeneration(
-            self,
-            model=model,
-            provider=provider,
-            label=label,
-            request_id=request_id,
-            speech_id=speech_id,
-        )
+        # Built without a second call frame: this runs once per LLM request.
+        gen = _new_generation(LLMGeneration)
+        gen._session = self
+        gen.model = model
+        gen.provider = provider
+        gen.label = label
+        gen.request_id = request_id
+        gen.speech_id = speech_id
+        return gen
 
     def tool_call(
         self, name: str, call_id: str | None = None, *, speech_id: str | None = None

@@ -70,6 +70,9 @@ class EventEmitter:
         self._handoffs = 0  # async handler calls posted to the loop, not yet started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._log_limit = _RateLimit()
+        self._fast_handler: Callable[..., Any] | None = None
+        """The only handler of ``metrics_collected`` when it is one plain sync handler (the
+        common case, called directly on the emit path), else None."""
         self.dropped_events = 0
         """Handler deliveries that did not happen: an async handler with no event loop to
         run on, or one still running when :meth:`drain` gave up waiting."""
@@ -109,6 +112,7 @@ class EventEmitter:
             self._remember_loop()
         with self._handlers_lock:
             self._handlers[event] = (*self._handlers.get(event, ()), (callback, is_async, once))
+            self._update_fast(event)
 
     def _remove(self, event: str, callback: Callable[..., Any]) -> bool:
         with self._handlers_lock:
@@ -122,6 +126,7 @@ class EventEmitter:
                 self._handlers[event] = kept
             else:
                 del self._handlers[event]
+            self._update_fast(event)
             return True
 
     def _claim_once(self, event: str, handler: Handler) -> bool:
@@ -135,7 +140,15 @@ class EventEmitter:
                 self._handlers[event] = kept
             else:
                 del self._handlers[event]
+            self._update_fast(event)
             return True
+
+    def _update_fast(self, event: str) -> None:
+        # Under _handlers_lock. Emitters compare it with their handler snapshot before use.
+        if event == "metrics_collected":
+            handlers = self._handlers.get(event, ())
+            one = len(handlers) == 1 and not handlers[0][1] and not handlers[0][2]
+            self._fast_handler = handlers[0][0] if one else None
 
     def _remember_loop(self) -> None:
         with contextlib.suppress(RuntimeError):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("callmeter.session")
 _perf = time.perf_counter
 _wall = time.time
+_current_speech_id = current_speech_id_var.get
 
 
 @functools.lru_cache(maxsize=256)
@@ -142,6 +143,18 @@ class LLMGeneration(_Timer):
     Without :meth:`set_usage` the metric says ``usage_reported=False``.
     """
 
+    # Defaults on the class: __init__ sets only what the caller passed (the helper path
+    # builds one of these per request). Instances shadow them when set.
+    _t0 = 0.0
+    _wall0 = 0.0
+    _done = False
+    _first: float | None = None
+    _usage: tuple[int, int, int, int] | None = None
+    _extra: tuple[Any, ...] | None = None
+    error: str | None = None
+    cancelled = False
+    ended_at: float | None = None
+
     def __init__(
         self,
         session: AgentSession,
@@ -152,14 +165,50 @@ class LLMGeneration(_Timer):
         request_id: str = "",
         speech_id: str | None = None,
     ) -> None:
-        super().__init__(session, speech_id)
+        # AgentSession.llm_generation sets the same attributes without calling this.
+        self._session = session
+        self.speech_id = speech_id
         self.model = model
         self.provider = provider
         self.label = label
         self.request_id = request_id
-        self._first: float | None = None
-        self._usage: tuple[int, int, int, int] | None = None
-        self._extra: tuple[Any, ...] | None = None
+
+    def __enter__(self) -> LLMGeneration:
+        if self.speech_id is None:
+            self.speech_id = _current_speech_id()
+        self._wall0 = _wall()
+        self._t0 = _perf()
+        return self
+
+    async def __aenter__(self) -> LLMGeneration:
+        return self.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        # One function on purpose (it runs once per request): build the metric; when it
+        # is valid by construction, record it without the full check.
+        if self._done:
+            return
+        self._done = True
+        end = self.ended_at
+        if end is None:
+            end = _perf()
+        try:
+            metric, checked = self._build_checked(end, exc_type)
+        except Exception:  # measurement must never break the agent
+            logger.exception("callmeter: building a %s metric failed", type(self).__name__)
+            self._session._rejects.add(1)  # e.g. an unhashable model name set on the timer
+            return
+        if checked:
+            self._session._record_checked(metric)
+        else:
+            self._session.emit_metrics(metric)
+
+    _finish = __exit__
 
     def first_token(self) -> None:
         """Mark the first token (or tool-call delta); later calls are ignored."""
@@ -224,28 +273,55 @@ class LLMGeneration(_Timer):
         self._extra = extra
 
     def _build(self, end: float, exc_type: type[BaseException] | None) -> LLMMetrics:
+        return self._build_checked(end, exc_type)[0]
+
+    def _build_checked(
+        self, end: float, exc_type: type[BaseException] | None
+    ) -> tuple[LLMMetrics, bool]:
+        """The metric, and whether it is valid by construction.
+
+        Token counts were checked by :meth:`set_usage` and times come from the clocks, so
+        only what the caller can set on the timer (label, request_id, speech_id, error,
+        model, provider, ended_at) and the derived times are checked here, a few
+        comparisons instead of the full check of :mod:`callmeter.model.validate`. When any
+        of them fails, the metric goes through ``emit_metrics`` and its full check instead.
+        """
         first = self._first
         usage = self._usage
         prompt, completion, cached, total = usage if usage is not None else (0, 0, 0, 0)
-        gen_time = end - first if first is not None else 0.0
-        cancelled, error = self._outcome(exc_type)
+        t0 = self._t0
+        duration = end - t0
+        if first is None:
+            ttft = -1.0
+            tps = 0.0
+        else:
+            ttft = first - t0
+            gen_time = end - first
+            tps = completion / gen_time if gen_time > 0 else 0.0
+        if exc_type is None and self.error is None and not self.cancelled:
+            cancelled, error = False, None
+        else:
+            cancelled, error = self._outcome(exc_type)
+        model, provider = self.model, self.provider
+        label, request_id, speech_id = self.label, self.request_id, self.speech_id
+        timestamp = _wall()
         # 15 keyword arguments at most: msgspec's fast path (16 or more take a slow one).
         m = LLMMetrics(
-            timestamp=_wall(),
+            timestamp=timestamp,
             started_at=self._wall0,
-            duration=end - self._t0,
-            label=self.label,
-            request_id=self.request_id,
-            ttft=first - self._t0 if first is not None else -1.0,
+            duration=duration,
+            label=label,
+            request_id=request_id,
+            ttft=ttft,
             cancelled=cancelled,
             prompt_tokens=prompt,
             completion_tokens=completion,
             prompt_cached_tokens=cached,
             total_tokens=total,
-            tokens_per_second=completion / gen_time if gen_time > 0 else 0.0,
+            tokens_per_second=tps,
             error=error,
-            speech_id=self.speech_id,
-            metadata=_metadata(self.model, self.provider),
+            speech_id=speech_id,
+            metadata=_metadata(model, provider),
         )
         if usage is None:
             m.usage_reported = False
@@ -256,7 +332,21 @@ class LLMGeneration(_Timer):
                 m.input_audio_tokens,
                 m.output_audio_tokens,
             ) = self._extra
-        return m
+        checked = (
+            label.__class__ is str
+            and request_id.__class__ is str
+            and (speech_id is None or speech_id.__class__ is str)
+            and (error is None or error.__class__ is str)
+            and (model is None or model.__class__ is str)
+            and (provider is None or provider.__class__ is str)
+            and duration.__class__ is float
+            and 0.0 <= duration <= 1e9
+            and (ttft == -1.0 or 0.0 <= ttft <= 1e9)
+            and tps <= 1e9
+            and 0.0 <= timestamp <= 1e11
+            and 0.0 <= self._wall0 <= 1e11
+        )
+        return m, checked
 
 
 class ToolCall(_Timer):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
+
+from msgspec.structs import astuple
 
 from ..errors import InvalidArgumentError, MetricsNotKeptError
 from ..latency.summary import LatencyCollector, LatencySummary
@@ -18,18 +19,19 @@ from ..model.types import (
     AgentMetrics,
     EOUMetrics,
     LLMMetrics,
-    Metadata,
     RealtimeModelMetrics,
     STTMetrics,
     ToolMetrics,
     TTSMetrics,
 )
 from ..pricing.cost import DEFAULT_MAX_TURNS, Ledger, price_ledger
+from ..pricing.ledger import LARGE_REQUEST_TOKENS, Amounts
 from ..pricing.prices import PriceOverrides, Prices, check_call_charges, resolve_prices
 from .summary import ModelUsage, ToolUsage, UsageSummary, apply_cost, usage_from_ledger
 from .timeline import IntervalUnion
 
 UNKNOWN = "unknown"
+_NO_RUN = object()
 _CHECKS = validate.CHECKS
 _last_valid = validate.last_valid
 logger = logging.getLogger("callmeter.metrics")
@@ -52,6 +54,7 @@ _ADDED_FIELDS = (
 
 
 _BILLABLE = (LLMMetrics, STTMetrics, TTSMetrics, RealtimeModelMetrics)
+_QUEUED = frozenset((STTMetrics, TTSMetrics, RealtimeModelMetrics))  # added up by the ledger
 
 
 class UsageCollector:
@@ -108,13 +111,14 @@ class UsageCollector:
         self._buf: list[AgentMetrics] = []  # appended to in place, never replaced
         self._rejects = validate.RejectLog(logger)
         self._rejected_billable = 0  # > 0: some usage was left out, the cost is a lower bound
+        # Billable quantities, request counts, durations and errors per model are added
+        # up by the ledger (once); these handlers add what only the collector keeps.
         self._batch_handlers: dict[type, Callable[[list[Any]], None]] = {
-            LLMMetrics: self._llm_batch,
             ToolMetrics: self._tool_batch,
-            STTMetrics: functools.partial(self._speech_batch, "stt"),
-            TTSMetrics: functools.partial(self._speech_batch, "tts"),
+            STTMetrics: self._add_intervals,
+            TTSMetrics: self._add_intervals,
             EOUMetrics: self._add_intervals,
-            RealtimeModelMetrics: self._realtime_batch,
+            RealtimeModelMetrics: self._add_intervals,
         }
         self.reset()
 
@@ -126,7 +130,6 @@ class UsageCollector:
     def _reset(self) -> None:
         del self._buf[:]
         self._rejected_billable = 0
-        self._models: dict[tuple[str, str | None, str | None], ModelUsage] = {}
         self._tools: dict[str, ToolUsage] = {}
         self._timeline = IntervalUnion()
         self._metrics: deque[AgentMetrics] | list[AgentMetrics] = (
@@ -228,9 +231,9 @@ class UsageCollector:
     def _summarize(self, s: UsageSummary) -> None:
         summary_keys: dict[tuple[str, str | None, str | None], str] = {}
         totals = self._ledger.model_totals()
-        for model_key, mu in self._models.items():
-            mu = usage_from_ledger(mu, totals.get(model_key))
-            kind = mu.kind
+        for model_key, v in totals.items():
+            kind, provider, model = model_key
+            mu = usage_from_ledger(ModelUsage(provider or UNKNOWN, model or UNKNOWN, kind), v)
             if kind == "llm" or kind == "realtime":
                 s.llm_prompt_tokens += mu.prompt_tokens
                 s.llm_prompt_cached_tokens += mu.prompt_cached_tokens
@@ -289,6 +292,108 @@ class UsageCollector:
         if self._keep:
             self._metrics.extend(buf)
             self._seen += len(buf)
+        try:
+            llm, others = self._add_llm_events(buf)
+        except Exception:
+            # Events were validated on the way in, so this is a bug, not bad input.
+            logger.exception("callmeter: adding up %d events failed; figures incomplete", n)
+            self._rejects.add(n)
+            return
+        if llm:
+            try:
+                self._latency.collect_groups({LLMMetrics: llm})
+            except Exception:
+                logger.exception("callmeter: adding up latency failed; figures incomplete")
+        if others:
+            self._add_others(others)
+
+    def _add_llm_events(self, buf: list[Any]) -> tuple[list[Any], list[Any]]:
+        # The hot loop: every LLMMetrics of the batch is read once (astuple) and added to
+        # the ledger (sums per run of one turn and one Metadata object), to the interval
+        # union and to the latency series. Other events are returned for _add_others.
+        ledger = self._ledger
+        part_of = ledger.part
+        add_run = ledger.add_llm
+        timeline = self._timeline
+        starts, ends = timeline._starts, timeline._ends
+        insert = timeline._insert
+        llm_cls = LLMMetrics
+        large = LARGE_REQUEST_TOKENS
+        llm: list[Any] = []
+        others: list[Any] = []
+        keep = llm.append
+        part: Any = None
+        key: Any = None
+        run_sid: Any = _NO_RUN
+        run_md: Any = _NO_RUN
+        requests = unreported = errors = 0
+        prompt = cached = created = completion = audio_in = audio_out = 0
+        duration = 0.0
+        queue = ledger.queue
+        for m in buf:
+            if m.__class__ is not llm_cls:
+                if m.__class__ in _QUEUED:  # in order: a turn dropped stays dropped
+                    if part is not None:
+                        add_run(part, key, requests, prompt, cached, created, completion,
+                                audio_in, audio_out, unreported, duration, errors)  # fmt: skip
+                        requests = unreported = errors = 0
+                        prompt = cached = created = completion = audio_in = audio_out = 0
+                        duration = 0.0
+                        part = None
+                        run_sid = run_md = _NO_RUN
+                    queue(m)
+                others.append(m)
+                continue
+            keep(m)
+            (_, st, d, _, _, _, _, out, p, c, w, _, ai, ao, _, _, reported, err, sid, md) = astuple(
+                m
+            )
+            if sid != run_sid or (md is not run_md and md != run_md):
+                if part is not None:
+                    add_run(part, key, requests, prompt, cached, created, completion,
+                            audio_in, audio_out, unreported, duration, errors)  # fmt: skip
+                    requests = unreported = errors = 0
+                    prompt = cached = created = completion = audio_in = audio_out = 0
+                    duration = 0.0
+                run_sid, run_md = sid, md
+                part = part_of(sid)
+                key = (
+                    ("llm", None, None) if md is None else ("llm", md.model_provider, md.model_name)
+                )
+            duration += d
+            if err is not None:
+                errors += 1
+            if reported:
+                requests += 1
+                prompt += p
+                cached += c
+                completion += out
+                if w or ai or ao:
+                    created += w
+                    audio_in += ai
+                    audio_out += ao
+                if p >= large or c + w > p or ai > p:  # priced on its own (see the ledger)
+                    ledger.keep_large(part, key, Amounts(1, p, c, w, out, ai, ao))
+            else:
+                unreported += 1
+            # the interval union, inline (see IntervalUnion.add_timed)
+            end = st + d
+            if ends and st > ends[-1]:
+                starts.append(st)
+                ends.append(end)
+            elif ends and st >= starts[-1]:
+                if end > ends[-1]:
+                    ends[-1] = end
+            else:
+                insert(st, end)
+        if part is not None:
+            add_run(part, key, requests, prompt, cached, created, completion, audio_in,
+                    audio_out, unreported, duration, errors)  # fmt: skip
+        if len(starts) > timeline._max:
+            timeline._fold()
+        return llm, others
+
+    def _add_others(self, buf: list[Any]) -> None:
         by_type: defaultdict[type, list[Any]] = defaultdict(list)
         for m in buf:
             by_type[m.__class__].append(m)
@@ -311,8 +416,7 @@ class UsageCollector:
                 dropped = True
         if dropped:
             buf = [m for group in by_type.values() for m in group]
-        try:
-            self._ledger.add_batch(buf)
+        try:  # (the ledger has them already: _add_llm_events queued them in order)
             self._latency.collect_groups(by_type)
         except Exception:
             logger.exception("callmeter: adding up cost or latency failed; figures incomplete")
@@ -340,82 +444,8 @@ class UsageCollector:
             self._flush_locked()
             return self._latency.get_summary()
 
-    def _model(self, kind: str, metadata: Metadata | None) -> ModelUsage:
-        if metadata is None:
-            key = (kind, None, None)
-        else:
-            key = (kind, metadata.model_provider, metadata.model_name)
-        mu = self._models.get(key)
-        if mu is None:
-            mu = self._models[key] = ModelUsage(
-                provider=key[1] or UNKNOWN, model=key[2] or UNKNOWN, kind=kind
-            )
-        return mu
-
     def _add_intervals(self, group: list[Any]) -> None:
         self._timeline.add_timed(group)
-
-    def _llm_batch(self, group: list[LLMMetrics]) -> None:
-        # Runs of events with the same Metadata object are added up in locals, then
-        # written to that model's ModelUsage once per run.
-        md: Metadata | None = group[0].metadata
-        runs: list[tuple[Any, ...]] = []
-        requests = errors = unreported = 0
-        prompt = cached = created = completion = audio_in = audio_out = 0
-        duration = 0.0
-        for m in group:
-            if m.metadata is not md:
-                runs.append((md, requests, duration, errors, unreported, prompt, cached,
-                             created, completion, audio_in, audio_out))  # fmt: skip
-                md = m.metadata
-                requests = errors = unreported = 0
-                prompt = cached = created = completion = audio_in = audio_out = 0
-                duration = 0.0
-            requests += 1
-            duration += m.duration
-            if m.error is not None:
-                errors += 1
-            if m.usage_reported:
-                prompt += m.prompt_tokens
-                cached += m.prompt_cached_tokens
-                completion += m.completion_tokens
-                if m.cache_creation_tokens or m.input_audio_tokens or m.output_audio_tokens:
-                    created += m.cache_creation_tokens
-                    audio_in += m.input_audio_tokens
-                    audio_out += m.output_audio_tokens
-            else:
-                unreported += 1
-        runs.append((md, requests, duration, errors, unreported, prompt, cached, created,
-                     completion, audio_in, audio_out))  # fmt: skip
-        for run in runs:
-            self._add_llm(*run)
-        self._add_intervals(group)
-
-    def _add_llm(
-        self,
-        md: Metadata | None,
-        requests: int,
-        duration: float,
-        errors: int,
-        unreported: int,
-        prompt: int,
-        cached: int,
-        created: int,
-        completion: int,
-        audio_in: int,
-        audio_out: int,
-    ) -> None:
-        mu = self._model("llm", md)
-        mu.requests += requests
-        mu.duration += duration
-        mu.errors += errors
-        mu.usage_unreported += unreported
-        mu.prompt_tokens += prompt
-        mu.prompt_cached_tokens += cached
-        mu.cache_creation_tokens += created
-        mu.completion_tokens += completion
-        mu.input_audio_tokens += audio_in
-        mu.output_audio_tokens += audio_out
 
     def _tool_batch(self, group: list[ToolMetrics]) -> None:
         delta: dict[str, ToolUsage] = {}
@@ -444,52 +474,3 @@ class UsageCollector:
             tu.total_duration += d.total_duration
             tu.max_duration = max(tu.max_duration, d.max_duration)
         self._add_intervals(group)
-
-    def _speech_batch(self, kind: str, group: list[Any]) -> None:
-        is_tts = kind == "tts"
-        deltas: dict[Metadata | None, tuple[Metadata | None, ModelUsage]] = {}
-        for m in group:
-            md = m.metadata  # frozen, hashed by value: equal metadata share one delta
-            entry = deltas.get(md)
-            if entry is None:
-                entry = deltas[md] = (md, ModelUsage("", "", kind))
-            d = entry[1]
-            d.requests += 1
-            d.duration += m.duration
-            d.audio_duration += m.audio_duration
-            d.prompt_tokens += m.input_tokens
-            d.completion_tokens += m.output_tokens
-            if is_tts:
-                d.characters_count += m.characters_count
-            else:
-                d.input_audio_tokens += m.input_audio_tokens
-            if m.error is not None:
-                d.errors += 1
-        self._apply(kind, deltas)
-        self._add_intervals(group)
-
-    def _realtime_batch(self, group: list[RealtimeModelMetrics]) -> None:
-        deltas: dict[Metadata | None, tuple[Metadata | None, ModelUsage]] = {}
-        for m in group:
-            md = m.metadata
-            entry = deltas.get(md)
-            if entry is None:
-                entry = deltas[md] = (md, ModelUsage("", "", "realtime"))
-            d = entry[1]
-            d.requests += 1
-            d.duration += m.duration
-            d.prompt_tokens += m.input_tokens
-            d.prompt_cached_tokens += m.input_token_details.cached_tokens
-            d.completion_tokens += m.output_tokens
-            d.input_audio_tokens += m.input_token_details.audio_tokens
-            d.output_audio_tokens += m.output_token_details.audio_tokens
-        self._apply("realtime", deltas)
-        self._add_intervals(group)
-
-    def _apply(
-        self, kind: str, deltas: dict[Metadata | None, tuple[Metadata | None, ModelUsage]]
-    ) -> None:
-        for md, d in deltas.values():
-            mu = self._model(kind, md)
-            for name in _ADDED_FIELDS:
-                setattr(mu, name, getattr(mu, name) + getattr(d, name))

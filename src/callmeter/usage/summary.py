@@ -151,6 +151,9 @@ def usage_from_ledger(mu: ModelUsage, v: list[Any] | None) -> ModelUsage:
     out = copy.copy(mu)
     if v is None:
         return out
+    out.requests = v[0] + v[10] if mu.kind == "llm" else v[0]
+    out.duration = v[13]
+    out.errors = v[14]
     out.prompt_tokens = v[1]
     out.prompt_cached_tokens = v[2]
     out.cache_creation_tokens = v[3]
