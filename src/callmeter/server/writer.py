@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ..model.events import Record
 from ..store import IngestResult, Store
+from ..store.store import Batch
 
 logger = logging.getLogger("callmeter.server")
 
@@ -60,8 +61,15 @@ class IngestStats:
 class _Item:
     tenant: str
     records: Sequence[Record]
+    bodies: Sequence[bytes] | None
     future: Future[IngestResult]
     t0: float
+
+
+def _batch(item: _Item) -> Batch:
+    if item.bodies is None:
+        return (item.tenant, item.records)
+    return (item.tenant, item.records, item.bodies)
 
 
 class Writer:
@@ -84,8 +92,12 @@ class Writer:
         """Records waiting to be committed."""
         return self._queued
 
-    def submit(self, tenant: str, records: Sequence[Record]) -> Future[IngestResult]:
-        """Queue a batch; the future resolves after its commit (or raises its error)."""
+    def submit(
+        self, tenant: str, records: Sequence[Record], bodies: Sequence[bytes] | None = None
+    ) -> Future[IngestResult]:
+        """Queue a batch (with each record's JSON when known, see
+        :meth:`~callmeter.store.Store.ingest_batches`); the future resolves after its commit
+        (or raises its error)."""
         fut: Future[IngestResult] = Future()
         n = len(records)
         with self._cond:
@@ -94,7 +106,7 @@ class Writer:
             if self._queued and self._queued + n > self.max_queue:
                 self.stats.refused_full += 1
                 raise QueueFull(f"the write queue holds {self._queued} records")
-            self._items.append(_Item(tenant, records, fut, time.perf_counter()))
+            self._items.append(_Item(tenant, records, bodies, fut, time.perf_counter()))
             self._queued += n
             self._cond.notify()
         return fut
@@ -120,7 +132,7 @@ class Writer:
                 return
             try:
                 results: list[IngestResult | BaseException] = list(
-                    self.store.ingest_batches([(i.tenant, i.records) for i in group])
+                    self.store.ingest_batches([_batch(i) for i in group])
                 )
                 self.stats.commits += 1
             except Exception as exc:
@@ -144,7 +156,7 @@ class Writer:
 
     def _one(self, item: _Item) -> IngestResult | BaseException:
         try:
-            res = self.store.ingest(item.records, tenant=item.tenant)
+            res = self.store.ingest_batches([_batch(item)])[0]
         except Exception as exc:
             logger.warning("callmeter: committing a batch failed: %s", exc)
             self.stats.commit_failures += 1
