@@ -18,7 +18,7 @@ import msgspec
 from ..errors import InvalidArgumentError
 from ..store import DEFAULT_TENANT, Store, queries
 from .auth import Token, Tokens
-from .body import BadBody, BodyTooLarge, decode_body
+from .body import BadBody, BodyTooLarge, Parsed, decode_body
 from .dashboard import dashboard_router
 from .writer import LATENCY_BUCKETS, QueueFull, Writer, WriterStopped
 
@@ -168,15 +168,19 @@ def create_app(store: Store, tokens: Tokens | None = None, limits: Limits | None
         writer = state["writer"]
         if encoding not in ("gzip", "identity", ""):
             raise _HTTPError(415, f"unsupported Content-Encoding {encoding!r}: use gzip")
-        try:
-            parsed = await run_in_threadpool(
-                decode_body,
+
+        def decode() -> Parsed:
+            writer.wait_turn()
+            return decode_body(
                 data,
                 gzipped=encoding == "gzip",
                 max_body=limits.max_body,
                 json_array=json_array,
                 max_records=limits.max_records,
             )
+
+        try:
+            parsed = await run_in_threadpool(decode)
         except BodyTooLarge as exc:
             raise _HTTPError(413, str(exc)) from None
         except BadBody as exc:

@@ -4,6 +4,12 @@ Request handlers :meth:`Writer.submit` a batch and await its future; the writer 
 batch waiting (up to ``max_group`` records), stores them in one transaction, and resolves
 each future with its own :class:`~callmeter.store.IngestResult` once the commit returned.
 The queue is bounded in records: :meth:`submit` raises :class:`QueueFull` beyond it.
+
+The server is one interpreter: request threads decoding bodies and the writer share one
+lock (the GIL). Request threads call :meth:`Writer.wait_turn` before decoding a body: it
+returns at once while the writer waits for batches or for its commit to reach the disk
+(the GIL is free then), and otherwise after the writer's Python work or ``timeout``. So
+decoding the next batches overlaps the commit instead of interrupting the writer.
 """
 
 from __future__ import annotations
@@ -84,6 +90,8 @@ class Writer:
         self._queued = 0
         self._cond = threading.Condition()
         self._stop = False
+        self._turn = threading.Event()  # set: request threads may decode now
+        self._turn.set()
         self._thread = threading.Thread(target=self._run, name="callmeter-writer", daemon=True)
         self._thread.start()
 
@@ -111,6 +119,10 @@ class Writer:
             self._cond.notify()
         return fut
 
+    def wait_turn(self, timeout: float = 0.5) -> None:
+        """Block until the writer waits (for batches or for the disk), at most ``timeout``."""
+        self._turn.wait(timeout)
+
     def _take(self) -> list[_Item] | None:
         with self._cond:
             while not self._items:
@@ -130,9 +142,12 @@ class Writer:
             group = self._take()
             if group is None:
                 return
+            self._turn.clear()
             try:
                 results: list[IngestResult | BaseException] = list(
-                    self.store.ingest_batches([_batch(i) for i in group])
+                    self.store.ingest_batches(
+                        [_batch(i) for i in group], before_commit=self._turn.set
+                    )
                 )
                 self.stats.commits += 1
             except Exception as exc:
@@ -142,6 +157,7 @@ class Writer:
                     results = [exc]
                 else:  # commit one by one, so one failing batch fails alone
                     results = [self._one(item) for item in group]
+            self._turn.set()
             now = time.perf_counter()
             self._done(group)
             for item, res in zip(group, results, strict=True):

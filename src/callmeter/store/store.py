@@ -8,7 +8,7 @@ import operator
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,6 +193,12 @@ class Store:
         self._call_update_values = operator.itemgetter(
             *self._call_update_columns, "tenant", "session_id"
         )
+        model_columns = [c.name for c in schema.call_models.c]
+        self._model_values = operator.itemgetter(*model_columns)
+        self._insert_models_sql = (
+            f"INSERT INTO call_models ({', '.join(model_columns)}) "
+            f"VALUES ({', '.join([ph] * len(model_columns))})"
+        )
         self._update_calls_sql = (
             "UPDATE calls SET "
             + ", ".join(f"{c} = {ph}" for c in self._call_update_columns)
@@ -294,7 +300,9 @@ class Store:
         """Store ``records`` in one transaction; returns what was new and what was not."""
         return self.ingest_batches([(tenant, records)])[0]
 
-    def ingest_batches(self, batches: Sequence[Batch]) -> list[IngestResult]:
+    def ingest_batches(
+        self, batches: Sequence[Batch], *, before_commit: Callable[[], None] | None = None
+    ) -> list[IngestResult]:
         """Store several batches in one transaction (group commit), one result each.
 
         A batch is ``(tenant, records)`` or ``(tenant, records, bodies)``, where ``bodies``
@@ -302,7 +310,9 @@ class Store:
         records already checked with :func:`check_record` (the server's parser does both
         for a whole body at once). The result is the same as storing the batches one after
         the other. Returns once the transaction is committed; raises (and stores nothing)
-        when it cannot be.
+        when it cannot be. ``before_commit`` is called when only the commit is left (the
+        server's writer lets requests decode their bodies while the commit waits for the
+        disk).
         """
         for b in batches:
             tenant = b[0]
@@ -321,6 +331,8 @@ class Store:
                     for tenant, idx in by_tenant.items():
                         self._ingest(conn, tenant, [batches[i] for i in idx],
                                      [results[i] for i in idx], prices)  # fmt: skip
+                    if before_commit is not None:
+                        before_commit()
                 return results
             except sa.exc.IntegrityError:
                 # Another writer (another process on the same PostgreSQL database) created
@@ -507,8 +519,8 @@ class Store:
             if m["cost"] is not None:
                 prev["cost"] = (prev["cost"] or 0.0) + m["cost"]
             updates.append(prev)
-        if inserts:
-            conn.execute(cm.insert(), inserts)
+        if inserts:  # straight to the driver too: several rows a call
+            conn.exec_driver_sql(self._insert_models_sql, [*map(self._model_values, inserts)])
         if updates:
             vals = ("requests", "prompt_tokens", "completion_tokens", "audio_duration",
                     "characters", "duration", "errors", "cost")  # fmt: skip
