@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import socket
 import sqlite3
 import statistics
@@ -236,6 +237,7 @@ def main() -> None:
     ap.add_argument("--query-db", help="queries only, on this database (built there if missing)")
     ap.add_argument("--calls", type=int, help="calls in the query database (default 100,000)")
     ap.add_argument("--ingest-only", action="store_true", help="skip the query phase")
+    ap.add_argument("--rounds", type=int, default=3, help="ingest rounds (default 3)")
     ap.add_argument(
         "--no-records",
         action="store_true",
@@ -249,7 +251,8 @@ def main() -> None:
         queries(args.query_db, rounds=10 if args.quick else 30)
         return
     n_calls = 200 if args.quick else 1000  # 50 records a call
-    rounds = 3
+    rounds = args.rounds
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         e2e, fl = [], []
@@ -262,6 +265,8 @@ def main() -> None:
         print(f"  storage floor (executemany into records): {m_fl:,.0f} records/s")
         print(f"  end to end (HTTPExporter -> HTTP -> serve -> SQLite): {m_e2e:,.0f} records/s")
         print(f"  ratio end to end / floor: {m_e2e / m_fl:.0%} (goal: >= 50 %)")
+        ratios = ", ".join(f"{a / b:.0%}" for a, b in zip(e2e, fl, strict=True))
+        print(f"  ratio by round: {ratios}; load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
         if args.ingest_only:
             return
         db = str(tmp / "query.db")
