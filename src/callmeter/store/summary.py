@@ -341,4 +341,5 @@ def apply_records(
 def _merge(data: bytes | None, values: list[float]) -> tuple[bytes, float | None, float | None]:
     sketch = Sketch.from_bytes(data)
     sketch.add(values)
-    return sketch.to_bytes(), sketch.quantile(0.5), sketch.quantile(0.95)
+    p50, p95 = sketch.quantiles(0.5, 0.95)
+    return sketch.to_bytes(), p50, p95
