@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import math
 import time
@@ -113,9 +112,6 @@ def create_app(store: Store, tokens: Tokens | None = None, limits: Limits | None
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # prices and the code that reads them load now, not on the first batch
         await run_in_threadpool(store.warm_up)
-        # what is loaded by now lives as long as the server: keep it out of the garbage
-        # collector's full passes, which would otherwise walk it again and again at ingest
-        gc.freeze()
         state["writer"] = Writer(store, max_queue=limits.max_queue)
         try:
             yield
