@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import socket
 import sqlite3
 import statistics
@@ -64,17 +65,30 @@ def records_for(n_calls: int, prefix: str) -> list:
     return recs
 
 
-def end_to_end(recs: list, tmp: Path, k: int) -> float:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (Linux; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def end_to_end(recs: list, tmp: Path, k: int, cpu: list[float]) -> float:
     db = str(tmp / f"e2e-{k}.db")
     Store(db, prices=False).close()  # created and migrated before the clock starts
     proc, url = start_server(db)
     try:
         ex = HTTPExporter(url, batch_size=2000, flush_interval=0.05, max_queue=len(recs) + 1)
+        c0 = cpu_seconds(proc.pid)
         t = time.perf_counter()
         for r in recs:
             ex.receive(r)
         assert ex.flush(timeout=600)
         elapsed = time.perf_counter() - t
+        c1 = cpu_seconds(proc.pid)
+        if c0 is not None and c1 is not None:
+            cpu.append((c1 - c0) / len(recs))
         ex.close()
         assert ex.sent == len(recs) and ex.dropped == 0
     finally:
@@ -236,6 +250,7 @@ def main() -> None:
     ap.add_argument("--query-db", help="queries only, on this database (built there if missing)")
     ap.add_argument("--calls", type=int, help="calls in the query database (default 100,000)")
     ap.add_argument("--ingest-only", action="store_true", help="skip the query phase")
+    ap.add_argument("--rounds", type=int, default=3, help="ingest rounds (default 3)")
     ap.add_argument(
         "--no-records",
         action="store_true",
@@ -249,19 +264,24 @@ def main() -> None:
         queries(args.query_db, rounds=10 if args.quick else 30)
         return
     n_calls = 200 if args.quick else 1000  # 50 records a call
-    rounds = 3
+    rounds = args.rounds
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        e2e, fl = [], []
+        e2e, fl, cpu = [], [], []
         for k in range(rounds):  # interleaved
             recs = records_for(n_calls, f"r{k}")
             fl.append(floor(recs, tmp, k))
-            e2e.append(end_to_end(recs, tmp, k))
+            e2e.append(end_to_end(recs, tmp, k, cpu))
         m_e2e, m_fl = statistics.median(e2e), statistics.median(fl)
         print(f"ingest, {n_calls * 50:,} records a round, {rounds} rounds (medians):")
         print(f"  storage floor (executemany into records): {m_fl:,.0f} records/s")
         print(f"  end to end (HTTPExporter -> HTTP -> serve -> SQLite): {m_e2e:,.0f} records/s")
         print(f"  ratio end to end / floor: {m_e2e / m_fl:.0%} (goal: >= 50 %)")
+        if cpu:
+            print(f"  server CPU (user + system) per record: {statistics.median(cpu) * 1e6:.1f} us")
+        ratios = ", ".join(f"{a / b:.0%}" for a, b in zip(e2e, fl, strict=True))
+        print(f"  ratio by round: {ratios}; load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
         if args.ingest_only:
             return
         db = str(tmp / "query.db")

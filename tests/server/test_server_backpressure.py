@@ -78,3 +78,39 @@ def test_writer_commits_batches_together(tmp_path):
         # the writer may have taken the first batch before the others came: <= 2 commits
         assert w.stats.commits <= 2 and w.stats.batches == 5
         w.stop()
+
+
+def test_request_threads_decode_while_the_writer_waits_not_while_it_works(tmp_path):
+    with Store(tmp_path / "g.db", prices=False) as store:
+        w = Writer(store, max_queue=1000)
+        t = time.perf_counter()
+        w.wait_turn(timeout=5)  # the writer waits for batches: at once
+        assert time.perf_counter() - t < 1
+        with store._lock:  # the writer takes the batch, then is held in its work
+            fut = w.submit("t", make_call("g-1"))
+            deadline = time.monotonic() + 10
+            while w._turn.is_set():
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            t = time.perf_counter()
+            w.wait_turn(timeout=0.3)  # not its turn: waits, but never longer than told
+            assert 0.25 < time.perf_counter() - t < 5
+        assert fut.result(10).accepted == 14
+        t = time.perf_counter()
+        w.wait_turn(timeout=5)
+        assert time.perf_counter() - t < 1
+
+        seen = []  # the turn is given back while the commit is left, before it returns
+
+        def before_commit_hook(*a, before_commit=None, **k):
+            def hook():
+                before_commit()
+                seen.append(w._turn.is_set())
+
+            return real(*a, before_commit=hook, **k)
+
+        real = store.ingest_batches
+        store.ingest_batches = before_commit_hook
+        assert w.submit("t", make_call("g-2")).result(10).accepted == 14
+        assert seen == [True]
+        w.stop()

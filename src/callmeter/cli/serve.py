@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import socket
 import sys
@@ -96,6 +97,11 @@ def serve(
         print(f"{len(toks)} token(s) configured")
     sys.stdout.flush()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    # this process is the server's: what is loaded by now (prices included) lives as long
+    # as it, so keep it out of the garbage collector's full passes during ingest
+    store.warm_up()
+    gc.collect()
+    gc.freeze()
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

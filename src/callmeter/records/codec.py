@@ -34,12 +34,7 @@ def encode(record: Record) -> bytes:
 
 def encode_lines(records: list[Record]) -> bytes:
     """Records as JSONL: one JSON object per line, each line ending in ``\\n``."""
-    buf = bytearray()
-    enc = _encoder.encode_into
-    for r in records:
-        enc(r, buf, -1)
-        buf += b"\n"
-    return bytes(buf)
+    return _encoder.encode_lines(records)
 
 
 def encode_into(record: Record, buf: bytearray) -> None:

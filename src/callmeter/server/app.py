@@ -17,7 +17,7 @@ import msgspec
 from ..errors import InvalidArgumentError
 from ..store import DEFAULT_TENANT, Store, queries
 from .auth import Token, Tokens
-from .body import BadBody, BodyTooLarge, gunzip, parse_body
+from .body import BadBody, BodyTooLarge, Parsed, decode_body
 from .dashboard import dashboard_router
 from .writer import LATENCY_BUCKETS, QueueFull, Writer, WriterStopped
 
@@ -110,6 +110,8 @@ def create_app(store: Store, tokens: Tokens | None = None, limits: Limits | None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # prices and the code that reads them load now, not on the first batch
+        await run_in_threadpool(store.warm_up)
         state["writer"] = Writer(store, max_queue=limits.max_queue)
         try:
             yield
@@ -160,14 +162,21 @@ def create_app(store: Store, tokens: Tokens | None = None, limits: Limits | None
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         json_array = ctype == "application/json" or (ctype == "" and data.lstrip()[:1] == b"[")
         writer = state["writer"]
-        try:
-            if encoding == "gzip":
-                data = await run_in_threadpool(gunzip, data, limits.max_body)
-            elif encoding not in ("identity", ""):
-                raise _HTTPError(415, f"unsupported Content-Encoding {encoding!r}: use gzip")
-            parsed = await run_in_threadpool(
-                parse_body, data, json_array=json_array, max_records=limits.max_records
+        if encoding not in ("gzip", "identity", ""):
+            raise _HTTPError(415, f"unsupported Content-Encoding {encoding!r}: use gzip")
+
+        def decode() -> Parsed:
+            writer.wait_turn()
+            return decode_body(
+                data,
+                gzipped=encoding == "gzip",
+                max_body=limits.max_body,
+                json_array=json_array,
+                max_records=limits.max_records,
             )
+
+        try:
+            parsed = await run_in_threadpool(decode)
         except BodyTooLarge as exc:
             raise _HTTPError(413, str(exc)) from None
         except BadBody as exc:
@@ -178,7 +187,7 @@ def create_app(store: Store, tokens: Tokens | None = None, limits: Limits | None
         if not parsed.records:
             return _json({"accepted": 0, "duplicates": 0, "rejected": parsed.rejected}, 400)
         try:
-            fut = writer.submit(tenant, parsed.records)
+            fut = writer.submit(tenant, parsed.records, parsed.bodies)
         except QueueFull as exc:
             raise _HTTPError(429, str(exc), {"Retry-After": str(limits.retry_after)}) from None
         except WriterStopped as exc:

@@ -1,5 +1,5 @@
-"""Parsing an ingest body: JSONL or a JSON array, optionally gzip, into records and
-per-line errors (line numbers from 1)."""
+"""Parsing an ingest body: JSONL or a JSON array, optionally gzip, into records, their
+canonical JSON (what the store keeps), and per-line errors (line numbers from 1)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import msgspec
 
 from ..errors import InvalidRecordError
 from ..model.events import RECORD_VERSION, Record
-from ..records.codec import decode
-from ..store.store import check_record
+from ..records.codec import decode, encode, encode_lines
+from ..store.store import all_storable, check_record
 
 
 class BodyTooLarge(Exception):
@@ -24,10 +24,12 @@ class BadBody(Exception):
 
 @dataclass(slots=True)
 class Parsed:
-    """The valid records of a body and what was wrong with the other lines."""
+    """The valid records of a body, each one's JSON as :func:`~callmeter.records.encode`
+    gives it (``bodies``, what the store keeps), and what was wrong with the other lines."""
 
     records: list[Record] = field(default_factory=list)
     rejected: list[dict[str, object]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
 
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
@@ -48,20 +50,34 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _all_valid(data: bytes) -> list[Record] | None:
-    """Every record of a JSONL body decoded in one call, when every line is a valid record
-    the store can keep; None otherwise (then each line is decoded on its own, to say which
-    lines are wrong)."""
-    if b"\\u0000" in data:  # check_record needs each line then
-        return None
+def _all_valid(data: bytes) -> tuple[list[Record], list[bytes]] | None:
+    """Every record of a JSONL body decoded in one call, and all of them re-encoded in one
+    call, when every line is a valid record the store can keep; None otherwise (then each
+    line is decoded on its own, to say which lines are wrong)."""
     try:
         records = _lines.decode_lines(data)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError, RecursionError):
         return None
-    for r in records:
-        if r.v > RECORD_VERSION or check_record(r, b"") is not None:
-            return None
-    return records
+    if not records or max([r.v for r in records]) > RECORD_VERSION or not all_storable(records):
+        return None
+    canonical = encode_lines(records)
+    if b"\\u0000" in canonical:  # check_record names the lines then
+        return None
+    # JSON escapes every newline inside a string, so the lines of the encoding are the
+    # records' encodings
+    bodies = canonical.split(b"\n")
+    bodies.pop()  # after the last newline
+    return records, bodies
+
+
+def decode_body(
+    data: bytes, *, gzipped: bool, max_body: int, json_array: bool, max_records: int
+) -> Parsed:
+    """:func:`gunzip` (when ``gzipped``) then :func:`parse_body`, in one call (one hop to a
+    worker thread)."""
+    if gzipped:
+        data = gunzip(data, max_body)
+    return parse_body(data, json_array=json_array, max_records=max_records)
 
 
 def parse_body(data: bytes, *, json_array: bool, max_records: int) -> Parsed:
@@ -76,14 +92,16 @@ def parse_body(data: bytes, *, json_array: bool, max_records: int) -> Parsed:
             raise BodyTooLarge(f"more than {max_records} records in one batch")
         pairs = enumerate((bytes(r) for r in items), 1)
     else:
-        lines = data.split(b"\n")
-        if len(lines) > max_records and sum(1 for x in lines if x.strip()) > max_records:
-            raise BodyTooLarge(f"more than {max_records} records in one batch")
-        pairs = enumerate(lines, 1)
+        lines = None
+        if data.count(b"\n") >= max_records:
+            lines = data.split(b"\n")
+            if sum(1 for x in lines if x.strip()) > max_records:
+                raise BodyTooLarge(f"more than {max_records} records in one batch")
         fast = _all_valid(data)
         if fast is not None:
-            out.records = fast
+            out.records, out.bodies = fast
             return out
+        pairs = enumerate(data.split(b"\n") if lines is None else lines, 1)
     for n, line in pairs:
         if not json_array and not line.strip():
             continue
@@ -92,9 +110,11 @@ def parse_body(data: bytes, *, json_array: bool, max_records: int) -> Parsed:
         except InvalidRecordError as exc:
             out.rejected.append({"line": n, "error": str(exc)})
             continue
-        why = check_record(record, line)  # the raw line: JSON escapes a NUL as \u0000
+        body = encode(record)
+        why = check_record(record, body)
         if why is not None:
             out.rejected.append({"line": n, "error": f"cannot be stored: {why}"})
         else:
             out.records.append(record)
+            out.bodies.append(body)
     return out

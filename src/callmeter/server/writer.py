@@ -4,6 +4,12 @@ Request handlers :meth:`Writer.submit` a batch and await its future; the writer 
 batch waiting (up to ``max_group`` records), stores them in one transaction, and resolves
 each future with its own :class:`~callmeter.store.IngestResult` once the commit returned.
 The queue is bounded in records: :meth:`submit` raises :class:`QueueFull` beyond it.
+
+The server is one interpreter: request threads decoding bodies and the writer share one
+lock (the GIL). Request threads call :meth:`Writer.wait_turn` before decoding a body: it
+returns at once while the writer waits for batches or for its commit to reach the disk
+(the GIL is free then), and otherwise after the writer's Python work or ``timeout``. So
+decoding the next batches overlaps the commit instead of interrupting the writer.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ..model.events import Record
 from ..store import IngestResult, Store
+from ..store.store import Batch
 
 logger = logging.getLogger("callmeter.server")
 
@@ -60,8 +67,15 @@ class IngestStats:
 class _Item:
     tenant: str
     records: Sequence[Record]
+    bodies: Sequence[bytes] | None
     future: Future[IngestResult]
     t0: float
+
+
+def _batch(item: _Item) -> Batch:
+    if item.bodies is None:
+        return (item.tenant, item.records)
+    return (item.tenant, item.records, item.bodies)
 
 
 class Writer:
@@ -76,6 +90,8 @@ class Writer:
         self._queued = 0
         self._cond = threading.Condition()
         self._stop = False
+        self._turn = threading.Event()  # set: request threads may decode now
+        self._turn.set()
         self._thread = threading.Thread(target=self._run, name="callmeter-writer", daemon=True)
         self._thread.start()
 
@@ -84,8 +100,12 @@ class Writer:
         """Records waiting to be committed."""
         return self._queued
 
-    def submit(self, tenant: str, records: Sequence[Record]) -> Future[IngestResult]:
-        """Queue a batch; the future resolves after its commit (or raises its error)."""
+    def submit(
+        self, tenant: str, records: Sequence[Record], bodies: Sequence[bytes] | None = None
+    ) -> Future[IngestResult]:
+        """Queue a batch (with each record's JSON when known, see
+        :meth:`~callmeter.store.Store.ingest_batches`); the future resolves after its commit
+        (or raises its error)."""
         fut: Future[IngestResult] = Future()
         n = len(records)
         with self._cond:
@@ -94,10 +114,14 @@ class Writer:
             if self._queued and self._queued + n > self.max_queue:
                 self.stats.refused_full += 1
                 raise QueueFull(f"the write queue holds {self._queued} records")
-            self._items.append(_Item(tenant, records, fut, time.perf_counter()))
+            self._items.append(_Item(tenant, records, bodies, fut, time.perf_counter()))
             self._queued += n
             self._cond.notify()
         return fut
+
+    def wait_turn(self, timeout: float = 0.5) -> None:
+        """Block until the writer waits (for batches or for the disk), at most ``timeout``."""
+        self._turn.wait(timeout)
 
     def _take(self) -> list[_Item] | None:
         with self._cond:
@@ -118,9 +142,12 @@ class Writer:
             group = self._take()
             if group is None:
                 return
+            self._turn.clear()
             try:
                 results: list[IngestResult | BaseException] = list(
-                    self.store.ingest_batches([(i.tenant, i.records) for i in group])
+                    self.store.ingest_batches(
+                        [_batch(i) for i in group], before_commit=self._turn.set
+                    )
                 )
                 self.stats.commits += 1
             except Exception as exc:
@@ -130,6 +157,7 @@ class Writer:
                     results = [exc]
                 else:  # commit one by one, so one failing batch fails alone
                     results = [self._one(item) for item in group]
+            self._turn.set()
             now = time.perf_counter()
             self._done(group)
             for item, res in zip(group, results, strict=True):
@@ -144,7 +172,7 @@ class Writer:
 
     def _one(self, item: _Item) -> IngestResult | BaseException:
         try:
-            res = self.store.ingest(item.records, tenant=item.tenant)
+            res = self.store.ingest_batches([_batch(item)])[0]
         except Exception as exc:
             logger.warning("callmeter: committing a batch failed: %s", exc)
             self.stats.commit_failures += 1

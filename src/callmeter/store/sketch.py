@@ -57,14 +57,16 @@ class Sketch:
     def add(self, values: Iterable[float]) -> None:
         """Add latencies (seconds); negative or non-finite values are ignored."""
         bins = self.bins
+        get = bins.get
+        log, ceil, inf = math.log, math.ceil, math.inf
         for v in values:
-            if not (v >= 0 and v < math.inf):
+            if not (v >= 0 and v < inf):
                 continue
-            k = key_of(v)
-            if k is None:
+            if v <= _MIN:
                 self.zeros += 1
-            else:
-                bins[k] = bins.get(k, 0) + 1
+            else:  # key_of(v), inlined: a call per latency shows at ingest
+                k = ceil(log(v) / _LOG_GAMMA)
+                bins[k] = get(k, 0) + 1
 
     def merge(self, other: Sketch) -> None:
         """Add ``other``'s counts to this sketch."""
@@ -97,6 +99,28 @@ class Sketch:
             if seen > rank:
                 return value_of(k)
         return value_of(max(self.bins))
+
+    def quantiles(self, *qs: float) -> list[float | None]:
+        """:meth:`quantile` of each of ``qs``, from one pass over the sorted bins."""
+        total = self.count
+        if total == 0:
+            return [None] * len(qs)
+        keys = sorted(self.bins)
+        out: list[float | None] = []
+        for q in qs:
+            rank = q * (total - 1)
+            seen = self.zeros
+            if rank < seen:
+                out.append(0.0)
+                continue
+            for k in keys:
+                seen += self.bins[k]
+                if seen > rank:
+                    out.append(value_of(k))
+                    break
+            else:
+                out.append(value_of(keys[-1]))
+        return out
 
     def to_bytes(self) -> bytes:
         """The sketch serialized (msgpack)."""

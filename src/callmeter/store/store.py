@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from ..model.events import MetricsCollectedEvent, Record
+from ..model.events import RECORD_TYPES, MetricsCollectedEvent, Record
 from ..records.codec import encode
 from . import schema
 from .rollup import SNAPSHOT, RollupDelta, call_models_of
-from .summary import CallDelta, RequestPricer, apply_records, new_call
+from .summary import TURN_COLUMNS, CallDelta, RequestPricer, apply_records, new_call
 
 try:
     import sqlalchemy as sa
@@ -39,6 +40,11 @@ MAX_ID = 500
 MAX_LABELS = 64
 MAX_LABEL_KEY = 200
 MAX_LABEL_VALUE = 500
+_TAGS = {cls: cls.__struct_config__.tag for cls in RECORD_TYPES}
+
+Batch = tuple[str, Sequence[Record]] | tuple[str, Sequence[Record], Sequence[bytes]]
+"""A batch to store: ``(tenant, records)``, or ``(tenant, records, bodies)`` with each
+record's JSON (see :meth:`Store.ingest_batches`)."""
 
 
 def check_record(record: Record, body: bytes | None = None) -> str | None:
@@ -68,6 +74,31 @@ def check_record(record: Record, body: bytes | None = None) -> str | None:
     if b"\\u0000" in (body if body is not None else encode(record)):
         return "strings must not contain NUL (\\u0000)"
     return None
+
+
+def all_storable(records: Sequence[Record]) -> bool:
+    """Whether :func:`check_record` passes every one of ``records`` (decoded, valid
+    records), but for the NUL check, which the caller makes on the whole encoded batch. A
+    fast path for a batch: names are measured once each, labels once per run of equal ones.
+    """
+    if not records:
+        return True
+    if max([r.seq for r in records]) > MAX_SEQ:
+        return False
+    if any(not s or len(s) > MAX_ID for s in {r.session_id for r in records}):
+        return False
+    if any(a is not None and len(a) > MAX_ID for a in {r.agent_name for r in records}):
+        return False
+    prev: dict[str, str] | None = None
+    for labels in [r.labels for r in records]:
+        if labels and labels != prev:
+            if len(labels) > MAX_LABELS:
+                return False
+            for k, v in labels.items():
+                if not k or len(k) > MAX_LABEL_KEY or len(v) > MAX_LABEL_VALUE:
+                    return False
+            prev = labels
+    return True
 
 
 def resolve_url(url: str | os.PathLike[str] | None = None) -> str:
@@ -158,15 +189,24 @@ class Store:
             f"INSERT INTO calls ({', '.join(self._call_columns)}) "
             f"VALUES ({', '.join([ph] * len(self._call_columns))})"
         )
+        self._call_values = operator.itemgetter(*self._call_columns)
+        self._call_update_values = operator.itemgetter(
+            *self._call_update_columns, "tenant", "session_id"
+        )
+        model_columns = [c.name for c in schema.call_models.c]
+        self._model_values = operator.itemgetter(*model_columns)
+        self._insert_models_sql = (
+            f"INSERT INTO call_models ({', '.join(model_columns)}) "
+            f"VALUES ({', '.join([ph] * len(model_columns))})"
+        )
         self._update_calls_sql = (
             "UPDATE calls SET "
             + ", ".join(f"{c} = {ph}" for c in self._call_update_columns)
             + f" WHERE tenant = {ph} AND session_id = {ph}"
         )
-        self._turn_columns = [c.name for c in schema.turns.c]
         self._insert_turns_sql = (
-            f"INSERT INTO turns ({', '.join(self._turn_columns)}) "
-            f"VALUES ({', '.join([ph] * len(self._turn_columns))})"
+            f"INSERT INTO turns ({', '.join(TURN_COLUMNS)}) "
+            f"VALUES ({', '.join([ph] * len(TURN_COLUMNS))})"
         )
         self._lock = threading.Lock()  # one writer per Store (group commit happens above)
         self._partitions: set[int] = set()
@@ -234,6 +274,14 @@ class Store:
             self._request_pricer = RequestPricer(self.prices)
         return self._request_pricer
 
+    def warm_up(self) -> None:
+        """Load the prices and the pricing code now rather than on the first ingest (a
+        server calls this at startup, so its first batch is not slower than the others)."""
+        pricer = self._pricer
+        if pricer.prices is not None:
+            # an unknown name goes through every price table (and imports genai-prices)
+            pricer.prices.lookup("callmeter-warm-up", "callmeter-warm-up")
+
     def close(self) -> None:
         """Release the database connections."""
         self.write_engine.dispose()
@@ -252,24 +300,40 @@ class Store:
         """Store ``records`` in one transaction; returns what was new and what was not."""
         return self.ingest_batches([(tenant, records)])[0]
 
-    def ingest_batches(self, batches: Sequence[tuple[str, Sequence[Record]]]) -> list[IngestResult]:
+    def ingest_batches(
+        self, batches: Sequence[Batch], *, before_commit: Callable[[], None] | None = None
+    ) -> list[IngestResult]:
         """Store several batches in one transaction (group commit), one result each.
 
-        Returns once the transaction is committed; raises (and stores nothing) when it
-        cannot be.
+        A batch is ``(tenant, records)`` or ``(tenant, records, bodies)``, where ``bodies``
+        holds each record's JSON as :func:`~callmeter.records.encode` gives it, the
+        records already checked with :func:`check_record` (the server's parser does both
+        for a whole body at once). The result is the same as storing the batches one after
+        the other. Returns once the transaction is committed; raises (and stores nothing)
+        when it cannot be. ``before_commit`` is called when only the commit is left (the
+        server's writer lets requests decode their bodies while the commit waits for the
+        disk).
         """
-        for tenant, _ in batches:
+        for b in batches:
+            tenant = b[0]
             if not isinstance(tenant, str) or not tenant:
                 raise InvalidArgumentError(f"tenant must be a non-empty str, got {tenant!r}")
         prices = self._pricer
         if self.dialect == "postgresql":
-            self._ensure_partitions({r.created_at for _, recs in batches for r in recs})
+            self._ensure_partitions({r.created_at for b in batches for r in b[1]})
+        by_tenant: dict[str, list[int]] = {}
+        for i, b in enumerate(batches):
+            by_tenant.setdefault(b[0], []).append(i)
         for attempt in range(5):
+            results = [IngestResult() for _ in batches]
             try:
                 with self._lock, self.write_engine.begin() as conn:
-                    return [
-                        self._ingest(conn, tenant, list(recs), prices) for tenant, recs in batches
-                    ]
+                    for tenant, idx in by_tenant.items():
+                        self._ingest(conn, tenant, [batches[i] for i in idx],
+                                     [results[i] for i in idx], prices)  # fmt: skip
+                    if before_commit is not None:
+                        before_commit()
+                return results
             except sa.exc.IntegrityError:
                 # Another writer (another process on the same PostgreSQL database) created
                 # one of these calls first: the transaction rolled back, so run it again.
@@ -279,22 +343,34 @@ class Store:
         raise AssertionError("unreachable")
 
     def _ingest(
-        self, conn: Connection, tenant: str, records: list[Record], prices: Any
-    ) -> IngestResult:
-        result = IngestResult()
-        by_session: dict[str, dict[int, tuple[Record, bytes]]] = {}
-        for r in records:
-            body = encode(r)
-            if check_record(r, body) is not None:
-                result.invalid += 1
-                continue
-            seqs = by_session.setdefault(r.session_id, {})
-            if r.seq in seqs:
-                result.duplicates += 1
+        self,
+        conn: Connection,
+        tenant: str,
+        batches: list[Batch],
+        results: list[IngestResult],
+        prices: Any,
+    ) -> None:
+        """Store the batches of one tenant (in order), counting into ``results``."""
+        # session -> seq -> (record, body, index of its batch); the first occurrence wins
+        by_session: dict[str, dict[int, tuple[Record, bytes, int]]] = {}
+        for bi, batch in enumerate(batches):
+            result = results[bi]
+            records = batch[1]
+            if len(batch) > 2:
+                pairs: Iterable[tuple[Record, bytes]] = zip(records, batch[2], strict=True)
             else:
-                seqs[r.seq] = (r, body)
+                pairs = self._checked(records, result)
+            for r, body in pairs:
+                sid = r.session_id
+                seqs = by_session.get(sid)
+                if seqs is None:
+                    seqs = by_session[sid] = {}
+                if r.seq in seqs:
+                    result.duplicates += 1
+                else:
+                    seqs[r.seq] = (r, body, bi)
         if not by_session:
-            return result
+            return
         calls_t = schema.calls
         rows: dict[str, dict[str, Any]] = {}
         for chunk in _chunks(list(by_session)):
@@ -315,51 +391,61 @@ class Store:
                 rec_t.c.tenant == tenant, sa.tuple_(rec_t.c.session_id, rec_t.c.seq).in_(chunk)
             )
             stored.update((sid, seq) for sid, seq in conn.execute(q))
-        result.duplicates += len(stored)
+        for sid, seq in stored:
+            results[by_session[sid][seq][2]].duplicates += 1
         new_records: list[tuple[Any, ...]] = []
         deltas: dict[str, CallDelta] = {}
         before: dict[str, dict[str, Any]] = {}
+        tags = _TAGS
+        metrics_cls = MetricsCollectedEvent
+        accepted = [0] * len(batches)
+        single = len(batches) == 1
         for sid, seqs in by_session.items():
-            fresh = [rb for seq, rb in sorted(seqs.items()) if (sid, seq) not in stored]
-            if not fresh:
-                continue
+            items = sorted(seqs.items()) if len(seqs) > 1 else seqs.items()
+            if sid in existing_calls:
+                fresh = [v for seq, v in items if (sid, seq) not in stored]
+                if not fresh:
+                    continue
+            else:
+                fresh = [v for _, v in items]
             row = rows.get(sid)
             if row is None:
-                row = rows[sid] = new_call(tenant, sid, min(r.created_at for r, _ in fresh))
-            elif sid in existing_calls:
+                row = rows[sid] = new_call(tenant, sid, min(v[0].created_at for v in fresh))
+            else:
                 before[sid] = {k: row[k] for k in SNAPSHOT}
             part_time = row["part_time"]
-            for r, body in fresh:
-                new_records.append(
-                    (
-                        tenant,
-                        sid,
-                        r.seq,
-                        part_time,
-                        r.created_at,
-                        r.__class__.__struct_config__.tag,
-                        r.metrics.__class__.type if r.__class__ is MetricsCollectedEvent else None,
-                        body,
-                    )
+            new_records += [
+                (
+                    tenant,
+                    sid,
+                    r.seq,
+                    part_time,
+                    r.created_at,
+                    tags[r.__class__],
+                    r.metrics.__class__.type if r.__class__ is metrics_cls else None,
+                    body,
                 )
-            deltas[sid] = apply_records(row, [r for r, _ in fresh], prices, tenant=tenant)
-        result.accepted = len(new_records)
+                for r, body, _ in fresh
+            ]
+            if single:
+                accepted[0] += len(fresh)
+            else:
+                for v in fresh:
+                    accepted[v[2]] += 1
+            deltas[sid] = apply_records(row, [v[0] for v in fresh], prices, tenant=tenant)
+        for result, n in zip(results, accepted, strict=True):
+            result.accepted += n
         if not new_records:
-            return result
+            return
         # the hot insert goes straight to the driver (no per-row SQLAlchemy processing)
         conn.exec_driver_sql(self._insert_records_sql, new_records)
         inserts = [rows[s] for s in deltas if s not in existing_calls]
         updates = [rows[s] for s in deltas if s in existing_calls]
         # calls rows go straight to the driver too: dozens of columns a row
         if inserts:
-            conn.exec_driver_sql(self._insert_calls_sql, [tuple(r[c] for c in self._call_columns)
-                                                          for r in inserts])  # fmt: skip
+            conn.exec_driver_sql(self._insert_calls_sql, [*map(self._call_values, inserts)])
         if updates:
-            cols = self._call_update_columns
-            conn.exec_driver_sql(
-                self._update_calls_sql,
-                [(*(r[c] for c in cols), r["tenant"], r["session_id"]) for r in updates],
-            )
+            conn.exec_driver_sql(self._update_calls_sql, [*map(self._call_update_values, updates)])
         old_models = self._write_side_tables(conn, tenant, deltas, existing_calls)
         rollup = RollupDelta()
         for sid, d in deltas.items():
@@ -378,7 +464,18 @@ class Store:
                 prev = [(*k, c) for k, c in merged.items()]
             rollup.add(rows[sid], prev)
         rollup.write(conn, tenant, lock=self.dialect == "postgresql")
-        return result
+
+    @staticmethod
+    def _checked(records: Sequence[Record], result: IngestResult) -> list[tuple[Record, bytes]]:
+        """Each record the store can keep with its JSON; the others counted as invalid."""
+        out = []
+        for r in records:
+            body = encode(r)
+            if check_record(r, body) is not None:
+                result.invalid += 1
+            else:
+                out.append((r, body))
+        return out
 
     def _write_side_tables(
         self, conn: Connection, tenant: str, deltas: dict[str, CallDelta], existing: set[str]
@@ -386,8 +483,7 @@ class Store:
         """Write turns, labels and model usage; returns the calls' model costs from before."""
         turns = [t for d in deltas.values() for t in d.turns]
         if turns:  # straight to the driver, like records: several rows a call
-            cols = self._turn_columns
-            conn.exec_driver_sql(self._insert_turns_sql, [tuple(t[c] for c in cols) for t in turns])
+            conn.exec_driver_sql(self._insert_turns_sql, turns)
         labels = [
             {"tenant": tenant, "session_id": sid, "key": k, "value": v}
             for sid, d in deltas.items()
@@ -423,8 +519,8 @@ class Store:
             if m["cost"] is not None:
                 prev["cost"] = (prev["cost"] or 0.0) + m["cost"]
             updates.append(prev)
-        if inserts:
-            conn.execute(cm.insert(), inserts)
+        if inserts:  # straight to the driver too: several rows a call
+            conn.exec_driver_sql(self._insert_models_sql, [*map(self._model_values, inserts)])
         if updates:
             vals = ("requests", "prompt_tokens", "completion_tokens", "audio_duration",
                     "characters", "duration", "errors", "cost")  # fmt: skip

@@ -63,12 +63,29 @@ def new_call(tenant: str, session_id: str, part_time: float) -> dict[str, Any]:
     return row
 
 
+TURN_COLUMNS = (
+    "tenant",
+    "session_id",
+    "seq",
+    "speech_id",
+    "started_at",
+    "duration",
+    "e2e_latency",
+    "interrupted",
+    "llm_requests",
+    "tool_calls",
+    "breakdown",
+)
+"""The ``turns`` columns, in the order of the tuples in :attr:`CallDelta.turns`."""
+
+
 @dataclass(slots=True)
 class CallDelta:
-    """What a run of records adds beside the call row: model usage, turns, new labels."""
+    """What a run of records adds beside the call row: model usage, turns (tuples in
+    :data:`TURN_COLUMNS` order), new labels."""
 
     models: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-    turns: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[tuple[Any, ...]] = field(default_factory=list)
     labels: dict[str, str] | None = None
 
 
@@ -130,71 +147,103 @@ class RequestPricer:
 _KINDS = {LLMMetrics: "llm", STTMetrics: "stt", TTSMetrics: "tts", RealtimeModelMetrics: "realtime"}
 
 
+# the summary columns apply_records adds to (read into locals, written back once)
+_ADDED = ("records", "turns", "interrupted_turns", "llm_requests", "llm_prompt_tokens",
+          "llm_cached_tokens", "llm_completion_tokens", "llm_errors", "tool_calls",
+          "tool_errors", "stt_requests", "stt_errors", "tts_requests", "tts_characters",
+          "tts_errors", "realtime_requests", "errors", "budget_breaches", "llm_duration",
+          "tool_duration", "stt_audio_duration", "tts_audio_duration")  # fmt: skip
+
+
 def apply_records(
     row: dict[str, Any], records: list[Record], pricer: RequestPricer, *, tenant: str
 ) -> CallDelta:
-    """Add ``records`` (new, not yet stored, of this call) to ``row``; the side-table rows."""
+    """Add ``records`` (new, not yet stored, of this call) to ``row``; the side-table rows.
+
+    Every sum is added in record order starting from the row's value, so the result is the
+    same, to the bit, as adding the records one by one."""
     delta = CallDelta()
     models = delta.models
+    turn_rows = delta.turns
     e2e: list[float] = []
     ttft: list[float] = []
     started = row["started_at"]
     last = row["last_at"]
     session_id = row["session_id"]
     cost_complete = row["cost_complete"]
+    need_agent = row["agent_name"] is None
+    need_labels = row["labels"] is None
+    (n_records, turns, interrupted_turns, llm_requests, llm_prompt_tokens, llm_cached_tokens,
+     llm_completion_tokens, llm_errors, tool_calls, tool_errors, stt_requests, stt_errors,
+     tts_requests, tts_characters, tts_errors, realtime_requests, errors, budget_breaches,
+     llm_duration, tool_duration, stt_audio_duration,
+     tts_audio_duration) = [row[k] for k in _ADDED]  # fmt: skip
+    costs = {"cost": row["cost"], "cost_llm": row["cost_llm"], "cost_stt": row["cost_stt"],
+             "cost_tts": row["cost_tts"], "cost_realtime": row["cost_realtime"]}  # fmt: skip
+    price = pricer.cost
+    encode = _json.encode
     for r in records:
         created = r.created_at
         if created < started:
             started = created
         if created > last:
             last = created
-        if row["agent_name"] is None and r.agent_name is not None:
+        if need_agent and r.agent_name is not None:
             row["agent_name"] = r.agent_name
-        if row["labels"] is None and r.labels:
-            row["labels"] = _json.encode(r.labels).decode()
+            need_agent = False
+        if need_labels and r.labels:
+            row["labels"] = encode(r.labels).decode()
             delta.labels = dict(r.labels)
+            need_labels = False
         cls = r.__class__
         if cls is MetricsCollectedEvent:
             m = r.metrics
             mcls = m.__class__
+            if mcls is ToolMetrics:
+                if m.started_at < started:
+                    started = m.started_at
+                tool_calls += 1
+                tool_duration += m.duration
+                if not m.success:
+                    tool_errors += 1
+                    errors += 1
+                continue
+            if mcls is TurnMetrics:
+                if m.started_at < started:
+                    started = m.started_at
+                turns += 1
+                if m.e2e_latency < 0:
+                    interrupted_turns += 1
+                else:
+                    e2e.append(m.e2e_latency)
+                turn_rows.append(
+                    (
+                        tenant,
+                        session_id,
+                        r.seq,
+                        m.speech_id,
+                        m.started_at,
+                        m.duration,
+                        m.e2e_latency,
+                        bool(m.interrupted),
+                        m.llm_requests,
+                        m.tool_calls,
+                        encode(m.breakdown).decode(),
+                    )
+                )
+                continue
             m_started = getattr(m, "started_at", None)
             if m_started is not None and m_started < started:
                 started = m_started
-            if mcls is ToolMetrics:
-                row["tool_calls"] += 1
-                row["tool_duration"] += m.duration
-                if not m.success:
-                    row["tool_errors"] += 1
-                    row["errors"] += 1
-                continue
-            if mcls is TurnMetrics:
-                row["turns"] += 1
-                if m.e2e_latency < 0:
-                    row["interrupted_turns"] += 1
-                else:
-                    e2e.append(m.e2e_latency)
-                delta.turns.append(
-                    {
-                        "tenant": tenant,
-                        "session_id": session_id,
-                        "seq": r.seq,
-                        "speech_id": m.speech_id,
-                        "started_at": m.started_at,
-                        "duration": m.duration,
-                        "e2e_latency": m.e2e_latency,
-                        "interrupted": bool(m.interrupted),
-                        "llm_requests": m.llm_requests,
-                        "tool_calls": m.tool_calls,
-                        "breakdown": _json.encode(m.breakdown).decode(),
-                    }
-                )
-                continue
             kind = _KINDS.get(mcls)
             if kind is None:
                 continue
             md = m.metadata
-            provider = ((md.model_provider if md else None) or UNKNOWN)[:200]
-            model = ((md.model_name if md else None) or UNKNOWN)[:200]
+            if md is None:
+                provider = model = UNKNOWN
+            else:
+                provider = (md.model_provider or UNKNOWN)[:200]
+                model = (md.model_name or UNKNOWN)[:200]
             mu = models.get((kind, provider, model))
             if mu is None:
                 mu = models[(kind, provider, model)] = {
@@ -209,54 +258,54 @@ def apply_records(
             if error:
                 mu["errors"] += 1
             if mcls is LLMMetrics:
-                row["llm_requests"] += 1
-                row["llm_duration"] += m.duration
+                llm_requests += 1
+                llm_duration += m.duration
                 if error:
-                    row["llm_errors"] += 1
-                    row["errors"] += 1
+                    llm_errors += 1
+                    errors += 1
                 if m.ttft >= 0:
                     ttft.append(m.ttft)
                 if m.usage_reported:
-                    row["llm_prompt_tokens"] += m.prompt_tokens
-                    row["llm_cached_tokens"] += m.prompt_cached_tokens
-                    row["llm_completion_tokens"] += m.completion_tokens
+                    llm_prompt_tokens += m.prompt_tokens
+                    llm_cached_tokens += m.prompt_cached_tokens
+                    llm_completion_tokens += m.completion_tokens
                     mu["prompt_tokens"] += m.prompt_tokens
                     mu["completion_tokens"] += m.completion_tokens
             elif mcls is TTSMetrics:
-                row["tts_requests"] += 1
-                row["tts_characters"] += m.characters_count
-                row["tts_audio_duration"] += m.audio_duration
+                tts_requests += 1
+                tts_characters += m.characters_count
+                tts_audio_duration += m.audio_duration
                 mu["characters"] += m.characters_count
                 mu["audio_duration"] += m.audio_duration
                 mu["prompt_tokens"] += m.input_tokens
                 mu["completion_tokens"] += m.output_tokens
                 if error:
-                    row["tts_errors"] += 1
-                    row["errors"] += 1
+                    tts_errors += 1
+                    errors += 1
             elif mcls is STTMetrics:
-                row["stt_requests"] += 1
-                row["stt_audio_duration"] += m.audio_duration
+                stt_requests += 1
+                stt_audio_duration += m.audio_duration
                 mu["audio_duration"] += m.audio_duration
                 mu["prompt_tokens"] += m.input_tokens
                 mu["completion_tokens"] += m.output_tokens
                 if error:
-                    row["stt_errors"] += 1
-                    row["errors"] += 1
+                    stt_errors += 1
+                    errors += 1
             else:  # realtime
-                row["realtime_requests"] += 1
-                row["llm_prompt_tokens"] += m.input_tokens
-                row["llm_cached_tokens"] += m.input_token_details.cached_tokens
-                row["llm_completion_tokens"] += m.output_tokens
+                realtime_requests += 1
+                llm_prompt_tokens += m.input_tokens
+                llm_cached_tokens += m.input_token_details.cached_tokens
+                llm_completion_tokens += m.output_tokens
                 mu["prompt_tokens"] += m.input_tokens
                 mu["completion_tokens"] += m.output_tokens
                 if m.ttft >= 0:
                     ttft.append(m.ttft)
-            cost = pricer.cost(kind, md, m)
+            cost = price(kind, md, m)
             if cost is None:
                 cost_complete = False
             else:
-                row[f"cost_{kind}"] += cost
-                row["cost"] += cost
+                costs["cost_" + kind] += cost
+                costs["cost"] += cost
                 mu["cost"] = (mu["cost"] or 0.0) + cost
         elif cls is CloseEvent:
             row["closed"] = True
@@ -264,10 +313,16 @@ def apply_records(
             row["duration"] = r.duration
             if r.error is not None:
                 row["error"] = r.error
-                row["errors"] += 1
+                errors += 1
         elif cls is LatencyBudgetExceededEvent:
-            row["budget_breaches"] += 1
-    row["records"] += len(records)
+            budget_breaches += 1
+    n_records += len(records)
+    row.update(zip(_ADDED, (n_records, turns, interrupted_turns, llm_requests,
+        llm_prompt_tokens, llm_cached_tokens, llm_completion_tokens, llm_errors, tool_calls,
+        tool_errors, stt_requests, stt_errors, tts_requests, tts_characters, tts_errors,
+        realtime_requests, errors, budget_breaches, llm_duration, tool_duration,
+        stt_audio_duration, tts_audio_duration), strict=True))  # fmt: skip
+    row.update(costs)
     row["cost_complete"] = cost_complete
     row["started_at"] = started
     row["start_minute"] = math.floor(started / 60)
@@ -286,4 +341,5 @@ def apply_records(
 def _merge(data: bytes | None, values: list[float]) -> tuple[bytes, float | None, float | None]:
     sketch = Sketch.from_bytes(data)
     sketch.add(values)
-    return sketch.to_bytes(), sketch.quantile(0.5), sketch.quantile(0.95)
+    p50, p95 = sketch.quantiles(0.5, 0.95)
+    return sketch.to_bytes(), p50, p95
