@@ -267,6 +267,16 @@ def get_call(
 INTERVALS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21_600, "1d": 86_400}
 """Bucket widths of :func:`stats`."""
 MAX_BUCKETS = 10_000
+MIN_TIME = -62_135_596_800.0
+"""0001-01-01T00:00Z: statistics start no earlier (hour numbers stay far inside 64 bits)."""
+MAX_TIME = 253_402_300_800.0
+"""10000-01-01T00:00Z: statistics end no later."""
+
+
+def first_last(since: float, until: float, iv: int) -> tuple[int, int]:
+    """The numbers of the first and last buckets of ``iv`` seconds of ``[since, until)``
+    (a range ending on a boundary has no bucket starting at its end)."""
+    return math.floor(since / iv), math.ceil(until / iv) - 1
 
 
 def parse_interval(text: str) -> int:
@@ -332,7 +342,12 @@ def stats(
     lo, hi = _number("since", since), _number("until", until)
     if lo is None or hi is None or hi <= lo:
         raise InvalidArgumentError("since and until are needed, with since before until")
-    first, last = math.floor(lo / iv), math.floor((hi - 1e-9) / iv)
+    if not (lo >= MIN_TIME and hi <= MAX_TIME):
+        raise InvalidArgumentError(
+            "since and until must be times from the year 1 to 9999 (epoch seconds), "
+            f"got {lo!r} and {hi!r}"
+        )
+    first, last = first_last(lo, hi, iv)
     if last - first + 1 > MAX_BUCKETS:
         raise InvalidArgumentError(
             f"{last - first + 1} buckets is too many (at most {MAX_BUCKETS}): "

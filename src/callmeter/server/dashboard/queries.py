@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ...store import Store, schema
-from ...store.queries import call_summary, stats
+from ...store.queries import call_summary, first_last, stats
 from ...store.rollup import ALL, HOUR, agent_key, decode_models
 
 ACTIVE_STALE = 600.0
@@ -336,7 +336,7 @@ def series(
         for b, e, t in conn.execute(sk):
             e2e.setdefault(b, Sketch()).merge_bytes(e)
             ttft.setdefault(b, Sketch()).merge_bytes(t)
-    first, last = math.floor(since / iv), math.floor((until - 1e-9) / iv)
+    first, last = first_last(since, until, iv)
     for b in range(first, last + 1):
         active += starts.get(b, 0)
         d = out.setdefault(float(b * iv), {
@@ -364,7 +364,8 @@ def _series_of_stats(
             "tool_error_rate": r["tool_error_rate"], "e2e_p50": r["e2e_p50"],
             "e2e_p95": r["e2e_p95"], "ttft_p50": r["ttft_p50"],
         }  # fmt: skip
-    for b in range(math.floor(since / iv), math.floor((until - 1e-9) / iv) + 1):
+    first, last = first_last(since, until, iv)
+    for b in range(first, last + 1):
         # stats leaves out the buckets with no call started nor active
         out.setdefault(float(b * iv), {
             "calls": 0, "active_calls": 0, "cost": 0.0, "cost_by_kind": {},
