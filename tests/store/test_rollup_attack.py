@@ -386,3 +386,23 @@ def test_six_hours_and_a_second_either_way(store):
         want = sum(1 for i in range(8) if d["since"] <= T0 + i * 2900.0 < d["until"])
         assert d["totals"]["calls"] == want
     assert math.isfinite(d["totals"]["cost"])
+
+
+def test_tts_ttfb_sample_leaves_no_hour_without_a_value(tmp_path, monkeypatch):
+    """Over many calls, the systematic sample of minutes keeps a minute of every hour."""
+    with Store(tmp_path / "s.db", prices=None) as store:
+        recs = []
+        for h in range(24):
+            for j in range(3):
+                recs += _with_ttfb(make_call(f"h{h}-{j}", t0=T0 + h * H + j * 1260 + 7,
+                                             turns=1), 0.25 + 0.01 * h)  # fmt: skip
+        store.ingest(recs)
+        kw = {"since": T0, "until": T0 + 86_400}
+        assert dq.tts_ttfb_p50(store, "default", interval=3600, **kw)[0] == {
+            T0 + h * H: pytest.approx(0.25 + 0.01 * h) for h in range(24)
+        }
+        monkeypatch.setattr(dq, "TTFB_CALLS", 1)  # 72 calls: k would be 72 minutes
+        got, k = dq.tts_ttfb_p50(store, "default", interval=3600, **kw)
+        # k = 60: the first minute of every hour, where a call of every hour started
+        assert k == 60
+        assert sorted(got) == [T0 + h * H for h in range(24)]

@@ -233,11 +233,15 @@ def tts_ttfb_p50(
     """Median TTS time to first byte of the turns that waited on it, per bucket start, and
     ``k``: over more than :data:`TTFB_CALLS` calls started in ``[since, until)``, only the
     turns of the calls that started in every k-th minute (a systematic sample over the
-    whole range; the rollup has no TTS TTFB, the turn rows do)."""
+    whole range; the rollup has no TTS TTFB, the turn rows do). In buckets of whole hours
+    ``k`` is at most the bucket's minutes, so that no bucket is left without a sample
+    (over more than 60 times :data:`TTFB_CALLS` calls, more calls are read)."""
     c, t = schema.calls.c, schema.turns.c
     with store.read_engine.connect() as conn:
         total = conn.execute(_range(sa.select(sa.func.count()), tenant, since, until, agent))
         k = max(1, math.ceil(int(total.scalar() or 0) / TTFB_CALLS))
+        if interval >= HOUR:  # every bucket of whole hours keeps some of its minutes
+            k = min(k, int(interval) // 60)
         ids = _range(sa.select(c.session_id), tenant, since, until, agent)
         if k > 1:
             ids = ids.where(*_sampled(since, until, k))
