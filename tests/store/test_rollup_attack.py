@@ -406,3 +406,28 @@ def test_tts_ttfb_sample_leaves_no_hour_without_a_value(tmp_path, monkeypatch):
         # k = 60: the first minute of every hour, where a call of every hour started
         assert k == 60
         assert sorted(got) == [T0 + h * H for h in range(24)]
+
+
+def test_servers_starting_at_once_on_an_old_postgresql_store_all_open_it(pg_cluster, pg_template):
+    """Several processes opening a PostgreSQL store at 0002 at the same moment (servers
+    restarted after an upgrade): one migrates, the others wait and find it current."""
+    import subprocess
+    import sys
+
+    from alembic import command
+
+    url = pg_cluster.create_database("at_0002", template=pg_template)
+    with Store(url, prices=None) as s:
+        hostile(s)
+        want = rollup_table(s)
+        with s.write_engine.begin() as conn:
+            command.downgrade(_alembic(conn), "0002")
+    code = "import sys; from callmeter.store import Store; Store(sys.argv[1], prices=None).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]  # fmt: skip
+    errs = [(p.wait(60), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stderr.close()
+    assert all(rc == 0 for rc, _ in errs), [e[-300:] for _, e in errs]
+    with Store(url, prices=None) as s:
+        assert_same_rollup(rollup_table(s), want)
