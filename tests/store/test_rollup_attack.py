@@ -431,3 +431,30 @@ def test_servers_starting_at_once_on_an_old_postgresql_store_all_open_it(pg_clus
     assert all(rc == 0 for rc, _ in errs), [e[-300:] for _, e in errs]
     with Store(url, prices=None) as s:
         assert_same_rollup(rollup_table(s), want)
+
+
+def test_a_nul_character_in_a_filter_is_a_typed_error_not_a_database_error(store):
+    """No stored string holds NUL (ingest refuses it), and PostgreSQL text cannot: a filter
+    with one is refused with InvalidArgumentError (a 400), a call id with one is not found."""
+    import base64
+
+    from callmeter.server.dashboard.routes import calls_data
+
+    store.ingest(make_call("c", t0=T0, agent="a"))
+    for span in (86_400, 3600):
+        with pytest.raises(InvalidArgumentError, match="NUL"):
+            overview_data(store, "default", {"range": "custom", "since": str(T0),
+                                             "until": str(T0 + span), "agent": "a\x00"},
+                          now=T0)  # fmt: skip
+    for params in ({"agent": "a\x00"}, {"label": "k:v\x00"}, {"label": "k\x00:v"}):
+        with pytest.raises(InvalidArgumentError, match="NUL"):
+            calls_data(store, "default", params)
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        queries.stats(store, "default", since=T0, until=T0 + H, agent="\x00")
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        queries.stats(store, "default", since=T0, until=T0 + H, group_by="label:k\x00")
+    raw = msgspec.json.encode(["started", "desc", T0, "c\x00"])
+    with pytest.raises(InvalidArgumentError):
+        queries.list_calls(store, "default", cursor=base64.urlsafe_b64encode(raw).decode())
+    assert queries.get_call(store, "default", "c\x00") is None
+    assert queries.get_call(store, "default", "c") is not None

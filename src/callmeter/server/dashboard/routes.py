@@ -130,7 +130,7 @@ def overview_data(
 ) -> dict[str, Any]:
     """Everything the overview page shows, from the query layer and the dashboard's queries."""
     since, until = time_range(params, now)
-    agent = params.get("agent") or None
+    agent = sq.check_text("agent", params.get("agent") or None)
     iv = pick_interval(until - since)
     if iv % 3600 == 0:
         # buckets of whole hours: the range widens to whole buckets, so that every number
