@@ -51,6 +51,14 @@ def _number(name: str, value: Any) -> float | None:
     return float(value)
 
 
+def check_text(name: str, value: str | None) -> str | None:
+    """``value`` (a filter), refused when it holds NUL: no stored string does (ingest
+    refuses them), and PostgreSQL text cannot hold one."""
+    if value is not None and "\x00" in value:
+        raise InvalidArgumentError(f"{name} must not contain NUL (\\u0000)")
+    return value
+
+
 def _money(v: float | None) -> float | None:
     return None if v is None else round(v, 9)
 
@@ -123,6 +131,7 @@ def _decode_cursor(cursor: str, sort: str, order: str) -> tuple[float, str]:
         raise InvalidArgumentError("cursor is not one this server returned") from None
     if (c_sort, c_order) != (sort, order):
         raise InvalidArgumentError("cursor belongs to another sort order: start again")
+    check_text("cursor", sid)
     return value, sid
 
 
@@ -157,7 +166,7 @@ def list_calls(
     c = schema.calls.c
     key = SORTS[sort]
     q = sa.select(*_LIST_COLUMNS, key.label("_key")).where(c.tenant == tenant)
-    if agent is not None:
+    if check_text("agent", agent) is not None:
         q = q.where(c.agent_name == agent)
     if (v := _number("since", since)) is not None:
         q = q.where(c.started_at >= v)
@@ -173,6 +182,8 @@ def list_calls(
     elif has_errors is False:
         q = q.where(c.errors == 0)
     for k, v in (labels or {}).items():
+        check_text("label", k)
+        check_text("label", v)
         lt = schema.call_labels.c
         q = q.where(
             sa.exists().where(
@@ -208,6 +219,8 @@ def get_call(
     (with their breakdowns), ``tool_calls`` and ``records`` (the first ``max_records``).
     None when ``tenant`` has no such call."""
     c = schema.calls
+    if "\x00" in session_id:  # no call has one (and PostgreSQL text cannot hold one)
+        return None
     with store.read_engine.connect() as conn:
         row = (
             conn.execute(sa.select(c).where(c.c.tenant == tenant, c.c.session_id == session_id))
@@ -267,6 +280,16 @@ def get_call(
 INTERVALS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21_600, "1d": 86_400}
 """Bucket widths of :func:`stats`."""
 MAX_BUCKETS = 10_000
+MIN_TIME = -62_135_596_800.0
+"""0001-01-01T00:00Z: statistics start no earlier (hour numbers stay far inside 64 bits)."""
+MAX_TIME = 253_402_300_800.0
+"""10000-01-01T00:00Z: statistics end no later."""
+
+
+def first_last(since: float, until: float, iv: int) -> tuple[int, int]:
+    """The numbers of the first and last buckets of ``iv`` seconds of ``[since, until)``
+    (a range ending on a boundary has no bucket starting at its end)."""
+    return math.floor(since / iv), math.ceil(until / iv) - 1
 
 
 def parse_interval(text: str) -> int:
@@ -329,10 +352,17 @@ def stats(
     iv = parse_interval(interval) if isinstance(interval, str) else int(interval)
     if not 60 <= iv <= 86_400:
         raise InvalidArgumentError(f"interval must be 60 to 86,400 seconds, got {iv}")
+    check_text("agent", agent)
+    check_text("group_by", group_by if isinstance(group_by, str) else None)
     lo, hi = _number("since", since), _number("until", until)
     if lo is None or hi is None or hi <= lo:
         raise InvalidArgumentError("since and until are needed, with since before until")
-    first, last = math.floor(lo / iv), math.floor((hi - 1e-9) / iv)
+    if not (lo >= MIN_TIME and hi <= MAX_TIME):
+        raise InvalidArgumentError(
+            "since and until must be times from the year 1 to 9999 (epoch seconds), "
+            f"got {lo!r} and {hi!r}"
+        )
+    first, last = first_last(lo, hi, iv)
     if last - first + 1 > MAX_BUCKETS:
         raise InvalidArgumentError(
             f"{last - first + 1} buckets is too many (at most {MAX_BUCKETS}): "

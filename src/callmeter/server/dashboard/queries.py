@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ...store import Store, schema
-from ...store.queries import call_summary, stats
+from ...store.queries import call_summary, first_last, stats
 from ...store.rollup import ALL, HOUR, agent_key, decode_models
 
 ACTIVE_STALE = 600.0
@@ -233,11 +233,15 @@ def tts_ttfb_p50(
     """Median TTS time to first byte of the turns that waited on it, per bucket start, and
     ``k``: over more than :data:`TTFB_CALLS` calls started in ``[since, until)``, only the
     turns of the calls that started in every k-th minute (a systematic sample over the
-    whole range; the rollup has no TTS TTFB, the turn rows do)."""
+    whole range; the rollup has no TTS TTFB, the turn rows do). In buckets of whole hours
+    ``k`` is at most the bucket's minutes, so that no bucket is left without a sample
+    (over more than 60 times :data:`TTFB_CALLS` calls, more calls are read)."""
     c, t = schema.calls.c, schema.turns.c
     with store.read_engine.connect() as conn:
         total = conn.execute(_range(sa.select(sa.func.count()), tenant, since, until, agent))
         k = max(1, math.ceil(int(total.scalar() or 0) / TTFB_CALLS))
+        if interval >= HOUR:  # every bucket of whole hours keeps some of its minutes
+            k = min(k, int(interval) // 60)
         ids = _range(sa.select(c.session_id), tenant, since, until, agent)
         if k > 1:
             ids = ids.where(*_sampled(since, until, k))
@@ -336,7 +340,7 @@ def series(
         for b, e, t in conn.execute(sk):
             e2e.setdefault(b, Sketch()).merge_bytes(e)
             ttft.setdefault(b, Sketch()).merge_bytes(t)
-    first, last = math.floor(since / iv), math.floor((until - 1e-9) / iv)
+    first, last = first_last(since, until, iv)
     for b in range(first, last + 1):
         active += starts.get(b, 0)
         d = out.setdefault(float(b * iv), {
@@ -364,7 +368,8 @@ def _series_of_stats(
             "tool_error_rate": r["tool_error_rate"], "e2e_p50": r["e2e_p50"],
             "e2e_p95": r["e2e_p95"], "ttft_p50": r["ttft_p50"],
         }  # fmt: skip
-    for b in range(math.floor(since / iv), math.floor((until - 1e-9) / iv) + 1):
+    first, last = first_last(since, until, iv)
+    for b in range(first, last + 1):
         # stats leaves out the buckets with no call started nor active
         out.setdefault(float(b * iv), {
             "calls": 0, "active_calls": 0, "cost": 0.0, "cost_by_kind": {},

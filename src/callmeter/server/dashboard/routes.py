@@ -118,6 +118,8 @@ def time_range(params: Mapping[str, str], now: float) -> tuple[float, float]:
         raise InvalidArgumentError("a custom range needs both a start and an end")
     if until <= since:
         raise InvalidArgumentError("the end of the range must come after its start")
+    if not (since >= sq.MIN_TIME and until <= sq.MAX_TIME):
+        raise InvalidArgumentError("the range must lie between the years 1 and 9999")
     if (until - since) / INTERVALS[-1] > sq.MAX_BUCKETS:
         raise InvalidArgumentError("the range is too long: at most 10,000 days")
     return since, until
@@ -128,7 +130,7 @@ def overview_data(
 ) -> dict[str, Any]:
     """Everything the overview page shows, from the query layer and the dashboard's queries."""
     since, until = time_range(params, now)
-    agent = params.get("agent") or None
+    agent = sq.check_text("agent", params.get("agent") or None)
     iv = pick_interval(until - since)
     if iv % 3600 == 0:
         # buckets of whole hours: the range widens to whole buckets, so that every number
@@ -148,7 +150,7 @@ def overview_data(
     }
     got = {k: f.result() for k, f in jobs.items()}
     ser, (ttfb, ttfb_every), by_agent = got["series"], got["ttfb"], got["by_agent"]
-    first, last = math.floor(since / iv), math.floor((until - 1e-9) / iv)
+    first, last = sq.first_last(since, until, iv)
     xs = [float(k * iv) for k in range(first, last + 1)]
     buckets = []
     for x in xs:
