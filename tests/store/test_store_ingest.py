@@ -132,6 +132,35 @@ def test_eight_threads_ingesting_the_same_records_store_each_once(store):
     assert all(row["records"] == 14 for row in calls(store).values())
 
 
+def test_stores_opened_by_several_threads_at_once_each_get_their_schema(tmp_path):
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def open_one(i: int) -> None:
+        try:
+            barrier.wait()
+            s = Store(str(tmp_path / f"s{i}.db"))
+            try:
+                s.ingest(make_call(f"c{i}"))
+            finally:
+                s.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=open_one, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        for i in range(4):
+            s = Store(str(tmp_path / f"s{i}.db"))
+            assert list(calls(s)) == [f"c{i}"]
+            s.close()
+            (tmp_path / f"s{i}.db").unlink()
+
+
 def test_bad_tenant_is_refused(store):
     with pytest.raises(InvalidArgumentError, match="tenant"):
         store.ingest(make_call("c1"), tenant="")

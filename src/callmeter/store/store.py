@@ -41,6 +41,7 @@ MAX_LABELS = 64
 MAX_LABEL_KEY = 200
 MAX_LABEL_VALUE = 500
 _TAGS = {cls: cls.__struct_config__.tag for cls in RECORD_TYPES}
+_MIGRATE_LOCK = threading.Lock()  # see Store.migrate
 
 Batch = tuple[str, Sequence[Record]] | tuple[str, Sequence[Record], Sequence[bytes]]
 """A batch to store: ``(tenant, records)``, or ``(tenant, records, bodies)`` with each
@@ -251,7 +252,9 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self.write_engine.begin() as conn:
+        # Alembic keeps the running migration's context in module globals: stores opened
+        # by several threads at once would run one store's migration on another's connection
+        with _MIGRATE_LOCK, self.write_engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
