@@ -6,6 +6,7 @@ import logging
 import math
 import operator
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +42,16 @@ MAX_LABELS = 64
 MAX_LABEL_KEY = 200
 MAX_LABEL_VALUE = 500
 _TAGS = {cls: cls.__struct_config__.tag for cls in RECORD_TYPES}
+_batch_index = operator.itemgetter(2)
+# a NUL escape in JSON: \u0000 after an even run of backslashes (after an odd one, the
+# backslash before the u is itself escaped, and the string holds a backslash, not a NUL)
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def has_nul(body: bytes) -> bool:
+    """Whether the JSON ``body`` holds a NUL character in a string (or key)."""
+    return b"\\u0000" in body and _NUL.search(body) is not None
+
 
 Batch = tuple[str, Sequence[Record]] | tuple[str, Sequence[Record], Sequence[bytes]]
 """A batch to store: ``(tenant, records)``, or ``(tenant, records, bodies)`` with each
@@ -71,7 +82,7 @@ def check_record(record: Record, body: bytes | None = None) -> str | None:
                     f"label keys must be 1 to {MAX_LABEL_KEY} characters and values at most "
                     f"{MAX_LABEL_VALUE}"
                 )
-    if b"\\u0000" in (body if body is not None else encode(record)):
+    if has_nul(body if body is not None else encode(record)):
         return "strings must not contain NUL (\\u0000)"
     return None
 
@@ -401,16 +412,21 @@ class Store:
         accepted = [0] * len(batches)
         single = len(batches) == 1
         for sid, seqs in by_session.items():
-            items = sorted(seqs.items()) if len(seqs) > 1 else seqs.items()
+            # in the order of storing the batches one after the other: by batch, then seq
+            items = [v for _, v in sorted(seqs.items())] if len(seqs) > 1 else seqs.values()
+            if not single and len(seqs) > 1:
+                items.sort(key=_batch_index)  # stable: by seq within a batch
             if sid in existing_calls:
-                fresh = [v for seq, v in items if (sid, seq) not in stored]
+                fresh = [v for v in items if (sid, v[0].seq) not in stored]
                 if not fresh:
                     continue
             else:
-                fresh = [v for _, v in items]
+                fresh = list(items)
             row = rows.get(sid)
-            if row is None:
-                row = rows[sid] = new_call(tenant, sid, min(v[0].created_at for v in fresh))
+            if row is None:  # created by the first batch with records of it
+                first = fresh[0][2]
+                t0 = min(v[0].created_at for v in fresh if v[2] == first)
+                row = rows[sid] = new_call(tenant, sid, t0)
             else:
                 before[sid] = {k: row[k] for k in SNAPSHOT}
             part_time = row["part_time"]
