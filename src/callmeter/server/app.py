@@ -25,6 +25,7 @@ try:
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
     from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("callmeter.server needs FastAPI: pip install 'callmeter[server]'") from exc
 
@@ -148,10 +149,13 @@ def create_app(store: Store, tokens: Tokens | None = None, limits: Limits | None
         if length is not None and length.isdigit() and int(length) > limits.max_body:
             raise _HTTPError(413, f"the body is over {limits.max_body} bytes")
         buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) > limits.max_body:
-                raise _HTTPError(413, f"the body is over {limits.max_body} bytes")
+        try:
+            async for chunk in request.stream():
+                buf += chunk
+                if len(buf) > limits.max_body:
+                    raise _HTTPError(413, f"the body is over {limits.max_body} bytes")
+        except ClientDisconnect:  # gone before the whole body came: nothing to store
+            raise _HTTPError(400, "the client went away before the end of the body") from None
         return bytes(buf)
 
     @app.post("/v1/records")

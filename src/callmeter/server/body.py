@@ -11,7 +11,7 @@ import msgspec
 from ..errors import InvalidRecordError
 from ..model.events import RECORD_VERSION, Record
 from ..records.codec import decode, encode, encode_lines
-from ..store.store import all_storable, check_record
+from ..store.store import all_storable, check_record, has_nul
 
 
 class BodyTooLarge(Exception):
@@ -37,17 +37,24 @@ _lines = msgspec.json.Decoder(Record)
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress gzip ``data``, refusing (BodyTooLarge) past ``limit`` bytes."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise BadBody(f"not valid gzip: {exc}") from None
-    if len(out) > limit:
-        raise BodyTooLarge(f"the decompressed body is over {limit} bytes")
-    if not d.eof:
-        raise BadBody("not valid gzip: the stream is truncated")
-    return out
+    """Decompress gzip ``data`` (every member of it, as ``gzip.decompress`` does),
+    refusing (BodyTooLarge) past ``limit`` bytes."""
+    out = b""
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += d.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise BadBody(f"not valid gzip: {exc}") from None
+        if len(out) > limit:
+            raise BodyTooLarge(f"the decompressed body is over {limit} bytes")
+        if not d.eof:
+            raise BadBody("not valid gzip: the stream is truncated")
+        # concatenated gzip members are one gzip file: left unread, their records would be
+        # acknowledged without being stored
+        data = d.unused_data
+        if not data.strip(b"\0"):  # the end (or zero padding after it)
+            return out
 
 
 def _all_valid(data: bytes) -> tuple[list[Record], list[bytes]] | None:
@@ -60,8 +67,12 @@ def _all_valid(data: bytes) -> tuple[list[Record], list[bytes]] | None:
         return None
     if not records or max([r.v for r in records]) > RECORD_VERSION or not all_storable(records):
         return None
+    if len(records) != data.count(b"\n") + (not data.endswith(b"\n")):
+        # not one record a line (blank lines, or several records on one line, which would
+        # pass --max-records): each line on its own says which
+        return None
     canonical = encode_lines(records)
-    if b"\\u0000" in canonical:  # check_record names the lines then
+    if has_nul(canonical):  # check_record names the lines then
         return None
     # JSON escapes every newline inside a string, so the lines of the encoding are the
     # records' encodings
@@ -99,6 +110,8 @@ def parse_body(data: bytes, *, json_array: bool, max_records: int) -> Parsed:
                 raise BodyTooLarge(f"more than {max_records} records in one batch")
         fast = _all_valid(data)
         if fast is not None:
+            if len(fast[0]) > max_records:
+                raise BodyTooLarge(f"more than {max_records} records in one batch")
             out.records, out.bodies = fast
             return out
         pairs = enumerate(data.split(b"\n") if lines is None else lines, 1)

@@ -133,6 +133,11 @@ class Writer:
             n = 0
             while self._items and (not group or n + len(self._items[0].records) <= self.max_group):
                 item = self._items.popleft()
+                if not item.future.set_running_or_notify_cancel():
+                    # cancelled (its request is gone): not stored, since nobody would be
+                    # told; a running future cannot be cancelled any more
+                    self._queued -= len(item.records)
+                    continue
                 group.append(item)
                 n += len(item.records)
             return group
@@ -142,6 +147,8 @@ class Writer:
             group = self._take()
             if group is None:
                 return
+            if not group:  # every batch taken was cancelled
+                continue
             self._turn.clear()
             try:
                 results: list[IngestResult | BaseException] = list(

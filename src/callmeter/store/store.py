@@ -6,6 +6,7 @@ import logging
 import math
 import operator
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -42,6 +43,16 @@ MAX_LABEL_KEY = 200
 MAX_LABEL_VALUE = 500
 _TAGS = {cls: cls.__struct_config__.tag for cls in RECORD_TYPES}
 _MIGRATE_LOCK = threading.Lock()  # see Store.migrate
+_batch_index = operator.itemgetter(2)
+# a NUL escape in JSON: \u0000 after an even run of backslashes (after an odd one, the
+# backslash before the u is itself escaped, and the string holds a backslash, not a NUL)
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def has_nul(body: bytes) -> bool:
+    """Whether the JSON ``body`` holds a NUL character in a string (or key)."""
+    return b"\\u0000" in body and _NUL.search(body) is not None
+
 
 Batch = tuple[str, Sequence[Record]] | tuple[str, Sequence[Record], Sequence[bytes]]
 """A batch to store: ``(tenant, records)``, or ``(tenant, records, bodies)`` with each
@@ -72,7 +83,7 @@ def check_record(record: Record, body: bytes | None = None) -> str | None:
                     f"label keys must be 1 to {MAX_LABEL_KEY} characters and values at most "
                     f"{MAX_LABEL_VALUE}"
                 )
-    if b"\\u0000" in (body if body is not None else encode(record)):
+    if has_nul(body if body is not None else encode(record)):
         return "strings must not contain NUL (\\u0000)"
     return None
 
@@ -398,22 +409,28 @@ class Store:
             results[by_session[sid][seq][2]].duplicates += 1
         new_records: list[tuple[Any, ...]] = []
         deltas: dict[str, CallDelta] = {}
+        model_runs: dict[str, list[dict[tuple[str, str, str], dict[str, Any]]]] = {}
         before: dict[str, dict[str, Any]] = {}
         tags = _TAGS
         metrics_cls = MetricsCollectedEvent
         accepted = [0] * len(batches)
         single = len(batches) == 1
         for sid, seqs in by_session.items():
-            items = sorted(seqs.items()) if len(seqs) > 1 else seqs.items()
+            # in the order of storing the batches one after the other: by batch, then seq
+            items = [v for _, v in sorted(seqs.items())] if len(seqs) > 1 else seqs.values()
+            if not single and len(seqs) > 1:
+                items.sort(key=_batch_index)  # stable: by seq within a batch
             if sid in existing_calls:
-                fresh = [v for seq, v in items if (sid, seq) not in stored]
+                fresh = [v for v in items if (sid, v[0].seq) not in stored]
                 if not fresh:
                     continue
             else:
-                fresh = [v for _, v in items]
+                fresh = list(items)
             row = rows.get(sid)
-            if row is None:
-                row = rows[sid] = new_call(tenant, sid, min(v[0].created_at for v in fresh))
+            if row is None:  # created by the first batch with records of it
+                first = fresh[0][2]
+                t0 = min(v[0].created_at for v in fresh if v[2] == first)
+                row = rows[sid] = new_call(tenant, sid, t0)
             else:
                 before[sid] = {k: row[k] for k in SNAPSHOT}
             part_time = row["part_time"]
@@ -435,7 +452,12 @@ class Store:
             else:
                 for v in fresh:
                     accepted[v[2]] += 1
-            deltas[sid] = apply_records(row, [v[0] for v in fresh], prices, tenant=tenant)
+            recs = [v[0] for v in fresh]
+            if single or fresh[0][2] == fresh[-1][2]:
+                deltas[sid] = apply_records(row, recs, prices, tenant=tenant)
+            else:  # records of several batches: each batch's run on its own, as one after
+                # the other would (a model's usage is summed per batch, then added)
+                deltas[sid], model_runs[sid] = self._apply_runs(row, fresh, recs, prices, tenant)
         for result, n in zip(results, accepted, strict=True):
             result.accepted += n
         if not new_records:
@@ -449,7 +471,7 @@ class Store:
             conn.exec_driver_sql(self._insert_calls_sql, [*map(self._call_values, inserts)])
         if updates:
             conn.exec_driver_sql(self._update_calls_sql, [*map(self._call_update_values, updates)])
-        old_models = self._write_side_tables(conn, tenant, deltas, existing_calls)
+        old_models = self._write_side_tables(conn, tenant, deltas, existing_calls, model_runs)
         rollup = RollupDelta()
         for sid, d in deltas.items():
             prev = old_models.get(sid, [])
@@ -459,11 +481,12 @@ class Store:
                 merged: dict[tuple[str, str, str], float | None] = {
                     (k, p, m): c for k, p, m, c in prev
                 }
-                for key, mu in d.models.items():
-                    c = merged.get(key)
-                    if mu["cost"] is not None:
-                        c = (c or 0.0) + mu["cost"]
-                    merged[key] = c
+                for run in model_runs.get(sid) or (d.models,):
+                    for key, mu in run.items():
+                        c = merged.get(key)
+                        if mu["cost"] is not None:
+                            c = (c or 0.0) + mu["cost"]
+                        merged[key] = c
                 prev = [(*k, c) for k, c in merged.items()]
             rollup.add(rows[sid], prev)
         rollup.write(conn, tenant, lock=self.dialect == "postgresql")
@@ -480,10 +503,48 @@ class Store:
                 out.append((r, body))
         return out
 
+    @staticmethod
+    def _apply_runs(
+        row: dict[str, Any],
+        fresh: list[tuple[Record, bytes, int]],
+        recs: list[Record],
+        prices: Any,
+        tenant: str,
+    ) -> tuple[CallDelta, list[dict[tuple[str, str, str], dict[str, Any]]]]:
+        """:func:`apply_records` for each batch's run of ``fresh`` (ordered by batch):
+        the deltas joined, and each run's model usage in order."""
+        out: CallDelta | None = None
+        runs = []
+        i = 0
+        while i < len(fresh):
+            j, bi = i, fresh[i][2]
+            while j < len(fresh) and fresh[j][2] == bi:
+                j += 1
+            d = apply_records(row, recs[i:j], prices, tenant=tenant)
+            runs.append(d.models)
+            if out is None:
+                out = d
+                out.models = dict(d.models)  # runs[0] stays this run's own
+            else:
+                out.turns += d.turns
+                if out.labels is None:
+                    out.labels = d.labels
+                for key, mu in d.models.items():  # which models: the runs say how much
+                    out.models.setdefault(key, mu)
+            i = j
+        assert out is not None
+        return out, runs
+
     def _write_side_tables(
-        self, conn: Connection, tenant: str, deltas: dict[str, CallDelta], existing: set[str]
+        self,
+        conn: Connection,
+        tenant: str,
+        deltas: dict[str, CallDelta],
+        existing: set[str],
+        model_runs: dict[str, list[dict[tuple[str, str, str], dict[str, Any]]]] | None = None,
     ) -> dict[str, list[tuple[str, str, str, float | None]]]:
-        """Write turns, labels and model usage; returns the calls' model costs from before."""
+        """Write turns, labels and model usage (of each batch's run in turn, where
+        ``model_runs`` has them); returns the calls' model costs from before."""
         turns = [t for d in deltas.values() for t in d.turns]
         if turns:  # straight to the driver, like records: several rows a call
             conn.exec_driver_sql(self._insert_turns_sql, turns)
@@ -496,7 +557,11 @@ class Store:
         if labels:
             conn.execute(schema.call_labels.insert(), labels)
         cm = schema.call_models
-        models = {(sid, *key): m for sid, d in deltas.items() for key, m in d.models.items()}
+        models: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for sid, d in deltas.items():
+            for run in (model_runs or {}).get(sid) or (d.models,):
+                for key, m in run.items():
+                    models.setdefault((sid, *key), []).append(m)
         old: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         old_costs: dict[str, list[tuple[str, str, str, float | None]]] = {}
         sids = sorted(s for s in deltas if s in existing)
@@ -511,17 +576,20 @@ class Store:
         if not models:
             return old_costs
         inserts, updates = [], []
-        for key, m in models.items():
+        for key, ms in models.items():
             prev = old.get(key)
+            new = prev is None
             if prev is None:
-                inserts.append(m)
-                continue
-            for f in ("requests", "prompt_tokens", "completion_tokens", "audio_duration",
-                      "characters", "duration", "errors"):  # fmt: skip
-                prev[f] += m[f]
-            if m["cost"] is not None:
-                prev["cost"] = (prev["cost"] or 0.0) + m["cost"]
-            updates.append(prev)
+                prev, ms = ms[0], ms[1:]
+                if ms:
+                    prev = dict(prev)
+            for m in ms:
+                for f in ("requests", "prompt_tokens", "completion_tokens", "audio_duration",
+                          "characters", "duration", "errors"):  # fmt: skip
+                    prev[f] += m[f]
+                if m["cost"] is not None:
+                    prev["cost"] = (prev["cost"] or 0.0) + m["cost"]
+            (inserts if new else updates).append(prev)
         if inserts:  # straight to the driver too: several rows a call
             conn.exec_driver_sql(self._insert_models_sql, [*map(self._model_values, inserts)])
         if updates:
