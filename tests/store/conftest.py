@@ -45,15 +45,22 @@ def pg_template(pg_cluster) -> str:
     return "template_store"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path) -> str:
+def new_store_url(request, directory: Path, name: str | None = None) -> str:
+    """The URL of a new, empty, migrated store of the backend in ``request.param``: a copy
+    of the SQLite template in ``directory``, or a PostgreSQL database from the template
+    (called ``name``, or numbered)."""
     if request.param == "sqlite":
-        path = tmp_path / "calls.db"
+        path = directory / "calls.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         return str(path)
     cluster = request.getfixturevalue("pg_cluster")
     template = request.getfixturevalue("pg_template")
-    return cluster.create_database(f"t{next(_db_numbers)}", template=template)
+    return cluster.create_database(name or f"t{next(_db_numbers)}", template=template)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    return new_store_url(request, tmp_path)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from callmeter.metrics import LLMMetrics, Metadata, ToolMetrics, TTSMetrics
 from callmeter.model.types import TurnMetrics
 from callmeter.records import (
@@ -59,4 +61,15 @@ def make_call(
             )
     if close:
         out.append(CloseEvent(seq=len(out), created_at=t + 2.0, duration=t + 2.0 - t0, **env))
+    return out
+
+
+def unpriced(records: list) -> list:
+    """The records with the LLM's model renamed to one no price list knows."""
+    out = []
+    for r in records:
+        if isinstance(r, MetricsCollectedEvent) and isinstance(r.metrics, LLMMetrics):
+            md = Metadata(model_name="no-such-model", model_provider="acme")
+            r = msgspec.structs.replace(r, metrics=msgspec.structs.replace(r.metrics, metadata=md))
+        out.append(r)
     return out

@@ -4,18 +4,16 @@
 from __future__ import annotations
 
 import math
-import shutil
 
 import msgspec
 import pytest
 import sqlalchemy as sa
 
-from callmeter.metrics import LLMMetrics, Metadata
-from callmeter.records import MetricsCollectedEvent
 from callmeter.server.dashboard import queries as dq
 from callmeter.store import Store, schema
 
-from .factory import make_call
+from .conftest import new_store_url
+from .factory import make_call, unpriced
 from .test_store_rollup import T0, H, fill
 
 RANGES = [
@@ -30,13 +28,7 @@ RANGES = [
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def busy_shared(request, tmp_path_factory):
     """The store of ``test_store_rollup.fill``, shared by the tests that only read it."""
-    if request.param == "sqlite":
-        url = tmp_path_factory.mktemp("dash") / "calls.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), url)
-    else:
-        cluster = request.getfixturevalue("pg_cluster")
-        url = cluster.create_database("dash_shared", template=request.getfixturevalue(
-            "pg_template"))  # fmt: skip
+    url = new_store_url(request, tmp_path_factory.mktemp("dash"), "dash_shared")
     s = Store(url, prices=None)
     yield fill(s)
     s.close()
@@ -123,22 +115,11 @@ def test_the_overview_reads_the_rollup(busy):
     assert dq.by_agent(busy, "default", rollup=False, **kw)
 
 
-def _unpriced(records: list) -> list:
-    """The records with the LLM's model renamed to one no price list knows."""
-    out = []
-    for r in records:
-        if isinstance(r, MetricsCollectedEvent) and isinstance(r.metrics, LLMMetrics):
-            md = Metadata(model_name="no-such-model", model_provider="acme")
-            r = msgspec.structs.replace(r, metrics=msgspec.structs.replace(r.metrics, metadata=md))
-        out.append(r)
-    return out
-
-
 def test_calls_without_a_price_are_counted_not_costed(store):
     for i in range(6):
         recs = make_call(f"p{i}", t0=T0 + i * 600, agent="a", turns=2)
-        store.ingest(_unpriced(recs) if i % 2 else recs)
-    store.ingest(_unpriced(make_call("late", t0=T0 + 2 * H + 5, agent="b", turns=1)))
+        store.ingest(unpriced(recs) if i % 2 else recs)
+    store.ingest(unpriced(make_call("late", t0=T0 + 2 * H + 5, agent="b", turns=1)))
     for since, until in ((T0, T0 + 3 * H), (T0 + 100.5, T0 + 3 * H - 7)):
         fast = dq.by_model(store, "default", since=since, until=until)
         same_models(fast, dq.by_model(store, "default", since=since, until=until, rollup=False))

@@ -7,7 +7,6 @@ rows on awkward ranges; one tenant never sees another; buckets end at the range'
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import pytest
 import sqlalchemy as sa
 
 from callmeter.errors import InvalidArgumentError
-from callmeter.metrics import LLMMetrics, Metadata
 from callmeter.model.types import TurnBreakdown, TurnMetrics
 from callmeter.records import MetricsCollectedEvent
 from callmeter.server.dashboard import queries as dq
@@ -25,7 +23,9 @@ from callmeter.store import Store, queries, schema
 from callmeter.store import store as store_mod
 from callmeter.store.rollup import decode_models, rebuild
 
-from .factory import make_call
+from .conftest import new_store_url
+from .factory import make_call, unpriced
+from .test_dashboard_rollup import same_models
 
 H = 3600.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -41,16 +41,6 @@ def _shift(records: list, seq: int = 0, dt: float = 0.0) -> list:
             m = msgspec.structs.replace(r.metrics, timestamp=r.metrics.timestamp + dt,
                                         started_at=r.metrics.started_at + dt)  # fmt: skip
             r = msgspec.structs.replace(r, metrics=m)
-        out.append(r)
-    return out
-
-
-def _unpriced(records: list) -> list:
-    out = []
-    for r in records:
-        if isinstance(r, MetricsCollectedEvent) and isinstance(r.metrics, LLMMetrics):
-            md = Metadata(model_name="no-such-model", model_provider="acme")
-            r = msgspec.structs.replace(r, metrics=msgspec.structs.replace(r.metrics, metadata=md))
         out.append(r)
     return out
 
@@ -77,7 +67,7 @@ def hostile(store, tenant: str = "default") -> None:
             recs = make_call(f"o{i}-{j}", t0=T0 + i * 1800 + j * 1300.5, agent=agent,
                              turns=j + 1, e2e=0.3 + 0.4 * j, tool_error=j == 1,
                              close=j != 2)  # fmt: skip
-            ing(_unpriced(recs) if j == 1 else recs)
+            ing(unpriced(recs) if j == 1 else recs)
     # a call first seen at 05:10, whose session_started (07:50 earlier) arrives later
     late = make_call("moved", t0=T0 + 5 * H + 600, agent="a", turns=2)
     ing(late[3:])
@@ -153,13 +143,7 @@ def odd(store):
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def odd_shared(request, tmp_path_factory):
     """The store of :func:`hostile` (two tenants), shared by the tests that only read it."""
-    if request.param == "sqlite":
-        url = tmp_path_factory.mktemp("odd") / "calls.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), url)
-    else:
-        cluster = request.getfixturevalue("pg_cluster")
-        url = cluster.create_database("odd_shared", template=request.getfixturevalue(
-            "pg_template"))  # fmt: skip
+    url = new_store_url(request, tmp_path_factory.mktemp("odd"), "odd_shared")
     s = Store(url, prices=None)
     hostile(s)
     hostile(s, tenant="other")
@@ -220,17 +204,6 @@ def _same_agents(fast: list[dict], slow: list[dict]) -> None:
             assert a["mean_duration"] == pytest.approx(b["mean_duration"], rel=1e-9)
 
 
-def _same_models(fast: list[dict], slow: list[dict]) -> None:
-    key = lambda r: (r["kind"], r["provider"], r["model"])  # noqa: E731
-    assert sorted(map(key, fast)) == sorted(map(key, slow))
-    want = {key(r): r for r in slow}
-    for a in fast:
-        b = want[key(a)]
-        assert (a["calls"], a["unpriced"], a["cost_complete"]) == (
-            b["calls"], b["unpriced"], b["cost_complete"])  # fmt: skip
-        assert a["cost"] == pytest.approx(b["cost"], abs=1e-9)
-
-
 AWKWARD = [
     (T0, T0 + H),  # exactly one hour, on its boundaries
     (T0 + 1.5, T0 + H - 0.5),  # inside one hour
@@ -249,7 +222,7 @@ def test_tables_from_the_rollup_equal_the_call_rows_on_awkward_ranges(odd_shared
         kw = {"since": since, "until": until, "agent": agent}
         _same_agents(dq.by_agent(odd, "default", **kw),
                      dq.by_agent(odd, "default", rollup=False, **kw))  # fmt: skip
-        _same_models(dq.by_model(odd, "default", **kw),
+        same_models(dq.by_model(odd, "default", **kw),
                      dq.by_model(odd, "default", rollup=False, **kw))  # fmt: skip
     # and the call rows, counted by hand
     with odd.read_engine.connect() as conn:
@@ -317,7 +290,7 @@ def test_a_tenant_never_sees_another_in_any_table_or_chart(store):
     for i in range(12):
         recs = make_call(f"a{i % 6}", t0=T0 + i * 900 + 7, agent="a", turns=3, e2e=3.5,
                          tool_error=True, close=i % 2 == 0)  # fmt: skip
-        store.ingest(_with_ttfb(_unpriced(recs), 0.75), tenant="globex")
+        store.ingest(_with_ttfb(unpriced(recs), 0.75), tenant="globex")
     store.ingest(make_call("g-other", t0=T0 + 60, agent="globex-only"), tenant="globex")
     assert _overview(store, "acme") == mine
     theirs = _overview(store, "globex")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from callmeter.store import Store, queries, schema
 from callmeter.store import store as store_mod
 from callmeter.store.rollup import rebuild
 
+from .conftest import new_store_url
 from .factory import make_call
 
 H = 3600.0
@@ -59,13 +59,7 @@ def busy(store):
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def busy_shared(request, tmp_path_factory):
     """A store filled by :func:`fill`, shared by the tests that only read it."""
-    if request.param == "sqlite":
-        url = tmp_path_factory.mktemp("rollup") / "calls.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), url)
-    else:
-        cluster = request.getfixturevalue("pg_cluster")
-        url = cluster.create_database("rollup_shared", template=request.getfixturevalue(
-            "pg_template"))  # fmt: skip
+    url = new_store_url(request, tmp_path_factory.mktemp("rollup"), "rollup_shared")
     s = Store(url, prices=None)
     yield fill(s)
     s.close()
