@@ -59,6 +59,12 @@ Batch = tuple[str, Sequence[Record]] | tuple[str, Sequence[Record], Sequence[byt
 record's JSON (see :meth:`Store.ingest_batches`)."""
 
 
+def _label_sizes_fit(labels: dict[str, str]) -> bool:
+    return all(
+        k and len(k) <= MAX_LABEL_KEY and len(v) <= MAX_LABEL_VALUE for k, v in labels.items()
+    )
+
+
 def check_record(record: Record, body: bytes | None = None) -> str | None:
     """Why the store cannot keep ``record`` (a decoded, valid record), or None.
 
@@ -77,12 +83,11 @@ def check_record(record: Record, body: bytes | None = None) -> str | None:
     if labels:
         if len(labels) > MAX_LABELS:
             return f"at most {MAX_LABELS} labels"
-        for k, v in labels.items():
-            if not k or len(k) > MAX_LABEL_KEY or len(v) > MAX_LABEL_VALUE:
-                return (
-                    f"label keys must be 1 to {MAX_LABEL_KEY} characters and values at most "
-                    f"{MAX_LABEL_VALUE}"
-                )
+        if not _label_sizes_fit(labels):
+            return (
+                f"label keys must be 1 to {MAX_LABEL_KEY} characters and values at most "
+                f"{MAX_LABEL_VALUE}"
+            )
     if has_nul(body if body is not None else encode(record)):
         return "strings must not contain NUL (\\u0000)"
     return None
@@ -104,11 +109,8 @@ def all_storable(records: Sequence[Record]) -> bool:
     prev: dict[str, str] | None = None
     for labels in [r.labels for r in records]:
         if labels and labels != prev:
-            if len(labels) > MAX_LABELS:
+            if len(labels) > MAX_LABELS or not _label_sizes_fit(labels):
                 return False
-            for k, v in labels.items():
-                if not k or len(k) > MAX_LABEL_KEY or len(v) > MAX_LABEL_VALUE:
-                    return False
             prev = labels
     return True
 
