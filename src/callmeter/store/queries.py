@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from ..errors import InvalidArgumentError
 from . import schema
-from .rollup import ALL, HOUR, agent_key, decode_models
+from .rollup import ALL, HOUR, agent_key, decode_models, whole_hours
 from .sketch import Sketch
 from .store import Store
 
@@ -368,7 +368,7 @@ def stats(
             f"{last - first + 1} buckets is too many (at most {MAX_BUCKETS}): "
             "use a wider interval or a shorter range"
         )
-    lo_h, hi_h = math.ceil(lo / HOUR) * HOUR, math.floor(hi / HOUR) * HOUR
+    lo_h, hi_h = whole_hours(lo, hi)
     if rollup and group_by in (None, "agent") and iv % HOUR == 0 and lo_h < hi_h:
         # whole hours from the rollup; the parts of an hour at either end from the calls
         out, active0 = _rollup_cells(store, tenant, lo_h, hi_h, iv, group_by, agent)

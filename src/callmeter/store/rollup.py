@@ -44,6 +44,12 @@ ALL = "*"
 """The ``agent_key`` of the rows that sum every agent (ungrouped statistics read them)."""
 
 
+def whole_hours(since: float, until: float) -> tuple[int, int]:
+    """The first and the last hour boundary (epoch seconds) inside ``[since, until]``: the
+    part of the range the rollup can answer (none when the first is not below the last)."""
+    return math.ceil(since / HOUR) * HOUR, math.floor(until / HOUR) * HOUR
+
+
 def agent_key(agent: str | None) -> str:
     """The rollup key of an agent name (None and "" stay distinct, and neither is ALL)."""
     return "" if agent is None else "=" + agent

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from ...store import Store, schema
 from ...store.queries import call_summary, first_last, stats
-from ...store.rollup import ALL, HOUR, agent_key, decode_models
+from ...store.rollup import ALL, HOUR, agent_key, decode_models, whole_hours
 
 ACTIVE_STALE = 600.0
 """A call with no record for this many seconds is no longer shown as active."""
@@ -70,7 +70,7 @@ def _pieces(
     """The whole hours of ``[since, until)`` (rollup hour numbers, None when there are
     none or ``rollup`` is false) and the parts of an hour at either end (or the whole
     range), which are read from the call rows."""
-    lo_h, hi_h = math.ceil(since / HOUR) * HOUR, math.floor(until / HOUR) * HOUR
+    lo_h, hi_h = whole_hours(since, until)
     if not rollup or lo_h >= hi_h:
         return None, [(since, until)]
     edges = ([(since, float(lo_h))] if since < lo_h else []) + (
@@ -170,17 +170,21 @@ def by_model(
     ``cost_complete``; costliest first. Whole hours come from the hourly rollup
     (``rollup=False`` reads the call rows only; the answers are the same)."""
     acc: dict[tuple[str, str, str], list[Any]] = {}  # cost, calls, unpriced
+
+    def add(kind: str, provider: str, model: str, cost: float, n: int, unpriced: int) -> None:
+        e = acc.setdefault((kind, provider, model), [0.0, 0, 0])
+        e[0] += cost
+        e[1] += n
+        e[2] += unpriced
+
     hours, edges = _pieces(since, until, rollup)
     c, m, t = schema.calls.c, schema.call_models.c, schema.call_rollup.c
     with store.read_engine.connect() as conn:
         if hours is not None:
             q = sa.select(t.model_costs).where(*_rollup_rows(tenant, hours, agent, False))
             for data in conn.execute(q.where(t.model_costs.is_not(None))).scalars():
-                for kind, provider, model, cost, n, unpriced in decode_models(data):
-                    e = acc.setdefault((kind, provider, model), [0.0, 0, 0])
-                    e[0] += cost
-                    e[1] += n
-                    e[2] += unpriced
+                for entry in decode_models(data):
+                    add(*entry)
         for lo, hi in edges:
             q = sa.select(
                 m.kind, m.provider, m.model, sa.func.sum(m.cost), sa.func.count(),
@@ -191,10 +195,7 @@ def by_model(
             )  # fmt: skip
             q = _range(q, tenant, lo, hi, agent).group_by(m.kind, m.provider, m.model)
             for kind, provider, model, cost, n, unpriced in conn.execute(q):
-                e = acc.setdefault((kind, provider, model), [0.0, 0, 0])
-                e[0] += float(cost or 0.0)
-                e[1] += int(n)
-                e[2] += int(unpriced)
+                add(kind, provider, model, float(cost or 0.0), int(n), int(unpriced))
     rows = [
         {"kind": k, "provider": p, "model": md, "calls": n, "unpriced": u,
          "cost": float(cost), "cost_complete": not u}
