@@ -272,9 +272,6 @@ class LLMGeneration(_Timer):
         self._usage = (p, c, k, total)
         self._extra = extra
 
-    def _build(self, end: float, exc_type: type[BaseException] | None) -> LLMMetrics:
-        return self._build_checked(end, exc_type)[0]
-
     def _build_checked(
         self, end: float, exc_type: type[BaseException] | None
     ) -> tuple[LLMMetrics, bool]:
