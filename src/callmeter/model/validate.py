@@ -21,6 +21,8 @@ from typing import Any
 
 from msgspec.structs import astuple
 
+from .._native import speedups
+
 from .types import (
     CachedTokenDetails,
     EOUMetrics,
@@ -332,9 +334,11 @@ _LLM_FIELDS = (
     "tokens_per_second", "usage_reported", "error", "speech_id", "metadata",
 )  # fmt: skip
 assert LLMMetrics.__struct_fields__ == _LLM_FIELDS, "update _llm to the new LLMMetrics fields"
+if speedups is not None:  # the same check in C; anything it does not accept goes to _llm
+    speedups.configure(LLMMetrics, Metadata, _llm)
 
 _CHECKS: dict[type, Callable[[Any], str | None]] = {
-    LLMMetrics: _llm,
+    LLMMetrics: _llm if speedups is None else speedups.llm_check,
     ToolMetrics: _tool,
     STTMetrics: _stt,
     TTSMetrics: _tts,

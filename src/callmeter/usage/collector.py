@@ -11,6 +11,7 @@ from typing import Any
 
 from msgspec.structs import astuple
 
+from .._native import speedups
 from ..errors import InvalidArgumentError, MetricsNotKeptError
 from ..latency.summary import LatencyCollector, LatencySummary
 from ..model import validate
@@ -308,7 +309,20 @@ class UsageCollector:
             self._add_others(others)
 
     def _add_llm_events(self, buf: list[Any]) -> tuple[list[Any], list[Any]]:
-        # The hot loop: every LLMMetrics of the batch is read once (astuple) and added to
+        if speedups is None:
+            return self._add_llm_events_py(buf)
+        ledger = self._ledger
+        timeline = self._timeline
+        llm, others = speedups.add_llm_events(
+            buf, _QUEUED, ledger.part, ledger.add_llm, ledger.keep_large, ledger.queue,
+            Amounts, timeline._starts, timeline._ends, timeline._insert, LARGE_REQUEST_TOKENS,
+        )  # fmt: skip
+        if len(timeline._starts) > timeline._max:
+            timeline._fold()
+        return llm, others
+
+    def _add_llm_events_py(self, buf: list[Any]) -> tuple[list[Any], list[Any]]:
+        # The hot loop (the C version in _speedups.c does the same): every LLMMetrics of the batch is read once (astuple) and added to
         # the ledger (sums per run of one turn and one Metadata object), to the interval
         # union and to the latency series. Other events are returned for _add_others.
         ledger = self._ledger
