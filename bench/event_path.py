@@ -275,6 +275,13 @@ def main() -> None:
         f"Python {sys.version.split()[0]}, {N:,} events per measurement, median of {REPEATS} "
         f"interleaved rounds; calls of {CALL_EVENTS:,} events, a new turn every {TURN_EVENTS}"
     )
+    from callmeter._native import speedups
+
+    print(
+        "callmeter hot path: "
+        + ("C (callmeter._speedups)" if speedups is not None else "pure Python")
+        + " (CALLMETER_PURE_PYTHON=1 selects pure Python)"
+    )
     paths = callmeter_paths()
     lk_paths = livekit_paths()
     if lk_paths is None:

@@ -234,39 +234,108 @@ run_clear(Run *r)
         Py_CLEAR(r->sums[i].big);
 }
 
-/* add_run(part, key, requests, prompt, cached, created, completion, audio_in, audio_out,
-   unreported, duration, errors) for the current run, then zero its sums (like the
-   Python loop, the run's sid/md/part/key stay until the next event replaces them). */
+/* The vector layout of callmeter.pricing.ledger (checked by the caller). */
+enum { V_REQUESTS = 0, V_PROMPT = 1, V_CACHED = 2, V_CREATED = 3, V_COMPLETION = 4,
+       V_AUDIO_IN = 5, V_AUDIO_OUT = 6, V_UNREPORTED = 10, V_DURATION = 13, V_ERRORS = 14,
+       V_LEN = 15 };
+
 static int
-run_flush(Run *r, PyObject *add_run)
+vector_add(PyObject *v, int index, PyObject *x)
+{
+    PyObject *total = PyNumber_Add(PyList_GET_ITEM(v, index), x);
+    if (total == NULL)
+        return -1;
+    return PyList_SetItem(v, index, total); /* steals total */
+}
+
+/* Ledger.add_llm for the current run: its sums go into the part's vector and the call's
+   totals for the run's model, then they are zeroed (like the Python loop, the run's sid
+   and md stay until the next event replaces them). */
+static int
+run_flush(Run *r, PyObject *ledger, PyObject *new_vector)
 {
     if (r->part == NULL)
         return 0;
-    PyObject *a[12] = {NULL};
+    PyObject *a[N_SUMS + 4] = {NULL}; /* requests, the sums, unreported, duration, errors */
+    PyObject *dicts[2] = {NULL, NULL};
     int rc = -1;
-    a[0] = r->part;
-    a[1] = r->key;
-    if ((a[2] = PyLong_FromLongLong(r->requests)) == NULL)
+    if ((a[0] = PyLong_FromLongLong(r->requests)) == NULL)
         goto done;
-    for (int i = 0; i < 4; i++) /* prompt, cached, created, completion */
-        if ((a[3 + i] = sum_take(&r->sums[i])) == NULL)
+    for (int i = 0; i < N_SUMS; i++)
+        if ((a[1 + i] = sum_take(&r->sums[i])) == NULL)
             goto done;
-    if ((a[7] = sum_take(&r->sums[S_AUDIO_IN])) == NULL ||
-        (a[8] = sum_take(&r->sums[S_AUDIO_OUT])) == NULL ||
-        (a[9] = PyLong_FromLongLong(r->unreported)) == NULL ||
-        (a[10] = PyFloat_FromDouble(r->duration)) == NULL ||
-        (a[11] = PyLong_FromLongLong(r->errors)) == NULL)
+    if ((a[N_SUMS + 1] = PyLong_FromLongLong(r->unreported)) == NULL ||
+        (a[N_SUMS + 2] = PyFloat_FromDouble(r->duration)) == NULL ||
+        (a[N_SUMS + 3] = PyLong_FromLongLong(r->errors)) == NULL)
         goto done;
-    PyObject *res = PyObject_Vectorcall(add_run, a, 12, NULL);
-    if (res == NULL)
+    int extra = PyObject_IsTrue(a[1 + S_CREATED]) || PyObject_IsTrue(a[1 + S_AUDIO_IN]) ||
+            PyObject_IsTrue(a[1 + S_AUDIO_OUT]);
+    if ((dicts[0] = PyObject_GetAttrString(r->part, "vectors")) == NULL ||
+        (dicts[1] = PyObject_GetAttrString(ledger, "totals")) == NULL)
         goto done;
-    Py_DECREF(res);
+    for (int k = 0; k < 2; k++) {
+        if (!PyDict_Check(dicts[k])) {
+            PyErr_SetString(PyExc_TypeError, "ledger vectors must be a dict");
+            goto done;
+        }
+        PyObject *v = PyDict_GetItemWithError(dicts[k], r->key); /* borrowed */
+        if (v == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            PyObject *fresh = PyObject_CallNoArgs(new_vector);
+            if (fresh == NULL)
+                goto done;
+            int set = PyDict_SetItem(dicts[k], r->key, fresh);
+            Py_DECREF(fresh);
+            if (set < 0)
+                goto done;
+            v = fresh; /* the dict holds it */
+        }
+        if (!PyList_CheckExact(v) || PyList_GET_SIZE(v) != V_LEN) {
+            PyErr_SetString(PyExc_TypeError, "a ledger vector must be a list of 15 items");
+            goto done;
+        }
+        if (vector_add(v, V_REQUESTS, a[0]) < 0 ||
+            vector_add(v, V_PROMPT, a[1 + S_PROMPT]) < 0 ||
+            vector_add(v, V_CACHED, a[1 + S_CACHED]) < 0 ||
+            vector_add(v, V_COMPLETION, a[1 + S_COMPLETION]) < 0)
+            goto done;
+        if (extra && (vector_add(v, V_CREATED, a[1 + S_CREATED]) < 0 ||
+                      vector_add(v, V_AUDIO_IN, a[1 + S_AUDIO_IN]) < 0 ||
+                      vector_add(v, V_AUDIO_OUT, a[1 + S_AUDIO_OUT]) < 0))
+            goto done;
+        if (vector_add(v, V_UNREPORTED, a[N_SUMS + 1]) < 0 ||
+            vector_add(v, V_DURATION, a[N_SUMS + 2]) < 0 ||
+            vector_add(v, V_ERRORS, a[N_SUMS + 3]) < 0)
+            goto done;
+    }
+    if (PyObject_SetAttrString(r->part, "cost", Py_None) < 0)
+        goto done;
+    PyObject *version = PyObject_GetAttrString(ledger, "version");
+    if (version == NULL)
+        goto done;
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *next = one ? PyNumber_Add(version, one) : NULL;
+    Py_DECREF(version);
+    Py_XDECREF(one);
+    if (next == NULL)
+        goto done;
+    int set = PyObject_SetAttrString(ledger, "version", next);
+    Py_DECREF(next);
+    if (set < 0)
+        goto done;
     rc = 0;
 done:
-    for (int i = 2; i < 12; i++)
+    for (int i = 0; i < N_SUMS + 4; i++)
         Py_XDECREF(a[i]);
+    Py_XDECREF(dicts[0]);
+    Py_XDECREF(dicts[1]);
     r->requests = r->unreported = r->errors = 0;
     r->duration = 0.0;
+    for (int i = 0; i < N_SUMS; i++) {
+        r->sums[i].small = 0;
+        Py_CLEAR(r->sums[i].big);
+    }
     Py_CLEAR(r->part); /* the Python loop sets part = None after an in-order flush */
     return rc;
 }
@@ -380,12 +449,12 @@ done:
 static PyObject *
 add_llm_events(PyObject *self, PyObject *args)
 {
-    PyObject *buf, *queued, *part_of, *add_run, *keep_large, *queue, *amounts;
+    PyObject *buf, *queued, *ledger, *new_vector, *part_of, *keep_large, *queue, *amounts;
     PyObject *starts, *ends, *insert;
     long long large;
-    if (!PyArg_ParseTuple(args, "O!OOOOOOO!O!OL", &PyList_Type, &buf, &queued, &part_of,
-                          &add_run, &keep_large, &queue, &amounts, &PyList_Type, &starts,
-                          &PyList_Type, &ends, &insert, &large))
+    if (!PyArg_ParseTuple(args, "O!OOOOOOOO!O!OL", &PyList_Type, &buf, &queued, &ledger,
+                          &new_vector, &part_of, &keep_large, &queue, &amounts, &PyList_Type,
+                          &starts, &PyList_Type, &ends, &insert, &large))
         return NULL;
     if (llm_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "callmeter._speedups is not configured");
@@ -407,7 +476,7 @@ add_llm_events(PyObject *self, PyObject *args)
             if (q < 0)
                 goto error_items;
             if (q) { /* in order: a turn dropped stays dropped */
-                if (run_flush(&run, add_run) < 0)
+                if (run_flush(&run, ledger, new_vector) < 0)
                     goto error_items;
                 Py_CLEAR(run.sid);
                 Py_CLEAR(run.md);
@@ -445,7 +514,7 @@ add_llm_events(PyObject *self, PyObject *args)
                 goto error_items;
         }
         if (new_run) {
-            if (run_flush(&run, add_run) < 0)
+            if (run_flush(&run, ledger, new_vector) < 0)
                 goto error_items;
             Py_INCREF(sid);
             Py_XSETREF(run.sid, sid);
@@ -513,7 +582,7 @@ add_llm_events(PyObject *self, PyObject *args)
             goto error_items;
     }
     Py_DECREF(items);
-    if (run_flush(&run, add_run) < 0)
+    if (run_flush(&run, ledger, new_vector) < 0)
         goto error;
     run_clear(&run);
     return Py_BuildValue("(NN)", llm, others);

@@ -22,7 +22,6 @@ from typing import Any
 from msgspec.structs import astuple
 
 from .._native import speedups
-
 from .types import (
     CachedTokenDetails,
     EOUMetrics,

@@ -132,6 +132,12 @@ ERRORS = 14
 _VLEN = 15
 
 
+def vector_layout() -> tuple[int, ...]:
+    """Indices of requests, prompt, cached, created, completion, audio in, audio out,
+    unreported, duration and errors in a vector, and its length (for the C hot path)."""
+    return (0, 1, 2, 3, 4, 5, 6, UNREPORTED, DURATION, ERRORS, _VLEN)
+
+
 def _vector() -> list[Any]:
     return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, None, 0.0, 0]
 

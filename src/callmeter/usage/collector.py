@@ -26,7 +26,8 @@ from ..model.types import (
     TTSMetrics,
 )
 from ..pricing.cost import DEFAULT_MAX_TURNS, Ledger, price_ledger
-from ..pricing.ledger import LARGE_REQUEST_TOKENS, Amounts
+from ..pricing.ledger import LARGE_REQUEST_TOKENS, Amounts, vector_layout
+from ..pricing.ledger import _vector as new_vector
 from ..pricing.prices import PriceOverrides, Prices, check_call_charges, resolve_prices
 from .summary import ModelUsage, ToolUsage, UsageSummary, apply_cost, usage_from_ledger
 from .timeline import IntervalUnion
@@ -53,6 +54,9 @@ _ADDED_FIELDS = (
     "errors",
 )
 
+
+# _speedups.c adds to the ledger's vectors by index: it relies on this layout.
+assert vector_layout() == (0, 1, 2, 3, 4, 5, 6, 10, 13, 14, 15), "update _speedups.c"
 
 _BILLABLE = (LLMMetrics, STTMetrics, TTSMetrics, RealtimeModelMetrics)
 _QUEUED = frozenset((STTMetrics, TTSMetrics, RealtimeModelMetrics))  # added up by the ledger
@@ -314,7 +318,7 @@ class UsageCollector:
         ledger = self._ledger
         timeline = self._timeline
         llm, others = speedups.add_llm_events(
-            buf, _QUEUED, ledger.part, ledger.add_llm, ledger.keep_large, ledger.queue,
+            buf, _QUEUED, ledger, new_vector, ledger.part, ledger.keep_large, ledger.queue,
             Amounts, timeline._starts, timeline._ends, timeline._insert, LARGE_REQUEST_TOKENS,
         )  # fmt: skip
         if len(timeline._starts) > timeline._max:
@@ -322,9 +326,10 @@ class UsageCollector:
         return llm, others
 
     def _add_llm_events_py(self, buf: list[Any]) -> tuple[list[Any], list[Any]]:
-        # The hot loop (the C version in _speedups.c does the same): every LLMMetrics of the batch is read once (astuple) and added to
-        # the ledger (sums per run of one turn and one Metadata object), to the interval
-        # union and to the latency series. Other events are returned for _add_others.
+        # The hot loop (_speedups.c has the same in C): every LLMMetrics of the batch is read
+        # once (astuple) and added to the ledger (sums per run of one turn and one Metadata
+        # object), to the interval union and to the latency series. Other events are
+        # returned for _add_others.
         ledger = self._ledger
         part_of = ledger.part
         add_run = ledger.add_llm
