@@ -775,3 +775,24 @@ def test_bug_new_totals_vector_failing_leaves_part_added() -> None:
     # the totals do not (totals are no longer the sum of the parts).
     states = callback_raising_states("new_vector", 2)
     assert states[0] == states[1]
+
+
+class _LyingInt(int):
+    """An int subclass that `x.__class__ is int` (the Python check) takes for an int."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # type: ignore[override]
+        return int
+
+    def __float__(self) -> float:
+        return 1000.0
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: as_double calls __float__; float + int does not")
+def test_bug_duration_converted_through_dunder_float() -> None:
+    # Accepted by the check (both versions: the C one defers to _llm, which reads
+    # __class__); the Python loop adds it as 0.0 + d (the int's value), the C loop
+    # through PyFloat_AsDouble (its __float__).
+    m = LLMMetrics(timestamp=1.0, started_at=1.0, duration=_LyingInt(2), prompt_tokens=3)
+    assert validate.check(m) is None
+    assert_same([m])
