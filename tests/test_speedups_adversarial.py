@@ -735,11 +735,10 @@ _MUTATING_COMPARE = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: borrowed event fields used after a callback")
 @pytest.mark.parametrize(("field", "value"), [("metadata", "None"), ("started_at", "7.25")])
-def test_bug_event_mutated_during_metadata_compare(field: str, value: str) -> None:
+def test_event_mutated_during_metadata_compare(field: str, value: str) -> None:
     # The Python loop reads every field once (astuple, owned references); the C loop
-    # keeps borrowed pointers across `md != run_md`, which can run Python code.
+    # owns a reference to every field it read across `md != run_md` (Python code).
     proc = _run_isolated(_MUTATING_COMPARE.format(field=field, value=value))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "True"
@@ -757,8 +756,8 @@ class _LyingLLM(LLMMetrics, tag="lying_llm"):
         return LLMMetrics
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: C dispatches on Py_TYPE, Python on m.__class__")
-def test_bug_class_attribute_dispatch() -> None:
+def test_class_attribute_dispatch() -> None:
+    # Both loops dispatch on type(), which __class__ cannot fake.
     md = Metadata(model_name="whisper-1", model_provider="openai")
     events = [
         _LyingSTT(timestamp=1.0, started_at=1.0, duration=0.5, audio_duration=2.0, metadata=md),
@@ -767,18 +766,16 @@ def test_bug_class_attribute_dispatch() -> None:
     assert_same(events)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: run_flush adds to the part before the totals")
-def test_bug_new_totals_vector_failing_leaves_part_added() -> None:
-    # The second new_vector() call of a run's flush is the call totals' one: Ledger.add_llm
-    # fetches (creates) both vectors before adding; the C run_flush adds to the part's
-    # vector first, so when creating the totals vector fails the part has the run and
-    # the totals do not (totals are no longer the sum of the parts).
+def test_new_totals_vector_failing_leaves_nothing_added() -> None:
+    # The second new_vector() call of a run's flush is the call totals' one: both loops
+    # fetch (create) both vectors before adding to either, so when creating the totals
+    # vector fails neither has the run (totals stay the sum of the parts).
     states = callback_raising_states("new_vector", 2)
     assert states[0] == states[1]
 
 
 class _LyingInt(int):
-    """An int subclass that `x.__class__ is int` (the Python check) takes for an int."""
+    """An int subclass that `x.__class__ is int` would take for an int."""
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # type: ignore[override]
@@ -788,11 +785,13 @@ class _LyingInt(int):
         return 1000.0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: as_double calls __float__; float + int does not")
-def test_bug_duration_converted_through_dunder_float() -> None:
-    # Accepted by the check (both versions: the C one defers to _llm, which reads
-    # __class__); the Python loop adds it as 0.0 + d (the int's value), the C loop
-    # through PyFloat_AsDouble (its __float__).
+def test_an_int_subclass_faking_its_class_is_rejected() -> None:
+    # The checks compare type(), not __class__: an int subclass is not an int, however it
+    # presents itself (else the C loop and `0.0 + d` could read different values).
     m = LLMMetrics(timestamp=1.0, started_at=1.0, duration=_LyingInt(2), prompt_tokens=3)
-    assert validate.check(m) is None
-    assert_same([m])
+    assert validate.check(m) is not None
+    assert validate.CHECKS[LLMMetrics](m) is not None
+    assert validate._llm(m) is not None
+    c = UsageCollector(prices=False)
+    c.collect(m)
+    assert c.rejected_events == 1 and c.get_summary().llm_duration == 0.0

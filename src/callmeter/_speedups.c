@@ -258,6 +258,7 @@ run_flush(Run *r, PyObject *ledger, PyObject *new_vector)
         return 0;
     PyObject *a[N_SUMS + 4] = {NULL}; /* requests, the sums, unreported, duration, errors */
     PyObject *dicts[2] = {NULL, NULL};
+    PyObject *vecs[2] = {NULL, NULL};
     int rc = -1;
     if ((a[0] = PyLong_FromLongLong(r->requests)) == NULL)
         goto done;
@@ -295,6 +296,12 @@ run_flush(Run *r, PyObject *ledger, PyObject *new_vector)
             PyErr_SetString(PyExc_TypeError, "a ledger vector must be a list of 15 items");
             goto done;
         }
+        Py_INCREF(v);
+        vecs[k] = v;
+    }
+    /* Like Ledger.add_llm: both vectors exist before either is added to. */
+    for (int k = 0; k < 2; k++) {
+        PyObject *v = vecs[k];
         if (vector_add(v, V_REQUESTS, a[0]) < 0 ||
             vector_add(v, V_PROMPT, a[1 + S_PROMPT]) < 0 ||
             vector_add(v, V_CACHED, a[1 + S_CACHED]) < 0 ||
@@ -330,6 +337,8 @@ done:
         Py_XDECREF(a[i]);
     Py_XDECREF(dicts[0]);
     Py_XDECREF(dicts[1]);
+    Py_XDECREF(vecs[0]);
+    Py_XDECREF(vecs[1]);
     r->requests = r->unreported = r->errors = 0;
     r->duration = 0.0;
     for (int i = 0; i < N_SUMS; i++) {
@@ -347,7 +356,12 @@ as_double(PyObject *x, double *out)
         *out = PyFloat_AS_DOUBLE(x);
         return 0;
     }
-    *out = PyFloat_AsDouble(x); /* an int: converted as float + int converts it */
+    if (PyLong_CheckExact(x)) /* converted as float + int converts it */
+        *out = PyLong_AsDouble(x);
+    else {
+        PyErr_SetString(PyExc_TypeError, "a checked duration is a float or an int");
+        return -1;
+    }
     return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
@@ -446,6 +460,13 @@ done:
     return rc;
 }
 
+/* The fields the batch loop reads, in this order. */
+#define N_READ 12
+static const int read_fields[N_READ] = {
+    F_STARTED_AT, F_DURATION, F_COMPLETION, F_PROMPT, F_CACHED, F_CACHE_CREATION,
+    F_AUDIO_IN, F_AUDIO_OUT, F_REPORTED, F_ERROR, F_SPEECH_ID, F_METADATA,
+};
+
 static PyObject *
 add_llm_events(PyObject *self, PyObject *args)
 {
@@ -469,7 +490,10 @@ add_llm_events(PyObject *self, PyObject *args)
     if (items == NULL)
         goto error;
     Py_ssize_t n = PyTuple_GET_SIZE(items);
+    PyObject *f[N_READ] = {NULL};
     for (Py_ssize_t i = 0; i < n; i++) {
+        for (int k = 0; k < N_READ; k++)
+            Py_CLEAR(f[k]); /* the previous event's fields */
         PyObject *m = PyTuple_GET_ITEM(items, i);
         if (!Py_IS_TYPE(m, llm_type)) {
             int q = PySet_Contains(queued, (PyObject *)Py_TYPE(m));
@@ -491,17 +515,23 @@ add_llm_events(PyObject *self, PyObject *args)
         }
         if (PyList_Append(llm, m) < 0)
             goto error_items;
-        PyObject *st = FIELD(m, llm_off[F_STARTED_AT]), *d = FIELD(m, llm_off[F_DURATION]);
-        PyObject *out = FIELD(m, llm_off[F_COMPLETION]), *p = FIELD(m, llm_off[F_PROMPT]);
-        PyObject *c = FIELD(m, llm_off[F_CACHED]), *w = FIELD(m, llm_off[F_CACHE_CREATION]);
-        PyObject *ai = FIELD(m, llm_off[F_AUDIO_IN]), *ao = FIELD(m, llm_off[F_AUDIO_OUT]);
-        PyObject *reported = FIELD(m, llm_off[F_REPORTED]), *err = FIELD(m, llm_off[F_ERROR]);
-        PyObject *sid = FIELD(m, llm_off[F_SPEECH_ID]), *md = FIELD(m, llm_off[F_METADATA]);
-        if (!st || !d || !out || !p || !c || !w || !ai || !ao || !reported || !err || !sid ||
-            !md) {
-            PyErr_SetString(PyExc_AttributeError, "LLMMetrics field is not set");
-            goto error_items;
+        /* Own a reference to every field read (as astuple does): Python code runs below
+           (Metadata.__eq__ of a str subclass, the ledger's callbacks) and could replace
+           the event's fields, releasing the values. */
+        for (int k = 0; k < N_READ; k++) {
+            PyObject *x = FIELD(m, llm_off[read_fields[k]]);
+            if (x == NULL) {
+                for (int j = 0; j < k; j++)
+                    Py_CLEAR(f[j]);
+                PyErr_SetString(PyExc_AttributeError, "LLMMetrics field is not set");
+                goto error_items;
+            }
+            Py_INCREF(x);
+            f[k] = x;
         }
+        PyObject *st = f[0], *d = f[1], *out = f[2], *p = f[3], *c = f[4], *w = f[5];
+        PyObject *ai = f[6], *ao = f[7], *reported = f[8], *err = f[9], *sid = f[10];
+        PyObject *md = f[11];
         int new_run = run.sid == NULL;
         if (!new_run) {
             new_run = PyObject_RichCompareBool(sid, run.sid, Py_NE);
@@ -581,6 +611,8 @@ add_llm_events(PyObject *self, PyObject *args)
         if (add_interval(st, d, starts, ends, insert) < 0)
             goto error_items;
     }
+    for (int k = 0; k < N_READ; k++)
+        Py_CLEAR(f[k]);
     Py_DECREF(items);
     if (run_flush(&run, ledger, new_vector) < 0)
         goto error;
@@ -588,6 +620,8 @@ add_llm_events(PyObject *self, PyObject *args)
     return Py_BuildValue("(NN)", llm, others);
 
 error_items:
+    for (int k = 0; k < N_READ; k++)
+        Py_CLEAR(f[k]);
     Py_DECREF(items);
 error:
     run_clear(&run);

@@ -96,39 +96,40 @@ def _llm(
     _str: type = str,
     _md_ok: dict[int, Metadata] = _valid_metadata,
     _astuple: Callable[[Any], tuple[Any, ...]] = astuple,
+    _type: type = type,
 ) -> str | None:
-    # The hot path, as one expression of class identity checks and comparisons (NaN fails
-    # every comparison; the 1e9/1e11 literals are MAX_SECONDS and MAX_TIMESTAMP). The
-    # fields are read in one call (astuple), in LLMMetrics' field order (checked below).
+    # The hot path, as one expression of exact type checks (type(), which an object
+    # cannot fake, unlike __class__) and comparisons (NaN fails every comparison; the
+    # 1e9/1e11 literals are MAX_SECONDS and MAX_TIMESTAMP). The fields are read in one call (astuple), in LLMMetrics' field order (checked below).
     # A bitwise OR of ints is negative iff one of them is.
     (ts, st, d, label, rid, ttft, cancelled, b, a, c, e, f, g, h, t, tps, reported, err, sid,
      md) = _astuple(m)  # fmt: skip
     if (
-        (ts.__class__ is _float or ts.__class__ is _int)
-        and (st.__class__ is _float or st.__class__ is _int)
-        and (d.__class__ is _float or d.__class__ is _int)
-        and (tps.__class__ is _float or tps.__class__ is _int)
-        and (ttft.__class__ is _float or ttft.__class__ is _int)
+        (_type(ts) is _float or _type(ts) is _int)
+        and (_type(st) is _float or _type(st) is _int)
+        and (_type(d) is _float or _type(d) is _int)
+        and (_type(tps) is _float or _type(tps) is _int)
+        and (_type(ttft) is _float or _type(ttft) is _int)
         and 0.0 <= ts <= 1e11
         and 0.0 <= st <= 1e11
         and 0.0 <= d <= 1e9
         and 0.0 <= tps <= 1e9
         and (0.0 <= ttft <= 1e9 or ttft == -1.0)
-        and a.__class__ is _int
-        and b.__class__ is _int
-        and c.__class__ is _int
-        and t.__class__ is _int
-        and e.__class__ is _int
-        and f.__class__ is _int
-        and g.__class__ is _int
-        and h.__class__ is _int
+        and _type(a) is _int
+        and _type(b) is _int
+        and _type(c) is _int
+        and _type(t) is _int
+        and _type(e) is _int
+        and _type(f) is _int
+        and _type(g) is _int
+        and _type(h) is _int
         and (a | b | c | t | e | f | g | h) >= 0
-        and cancelled.__class__ is _bool
-        and reported.__class__ is _bool
-        and label.__class__ is _str
-        and rid.__class__ is _str
-        and (err is None or err.__class__ is _str)
-        and (sid is None or sid.__class__ is _str)
+        and _type(cancelled) is _bool
+        and _type(reported) is _bool
+        and _type(label) is _str
+        and _type(rid) is _str
+        and (err is None or _type(err) is _str)
+        and (sid is None or _type(sid) is _str)
     ):
         if md is None or _md_ok.get(id(md)) is md:
             return None

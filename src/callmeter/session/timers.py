@@ -233,14 +233,7 @@ class LLMGeneration(_Timer):
         recorded as ``usage_reported=False`` (measuring never raises into the agent).
         """
         p, c, k = prompt_tokens, completion_tokens, prompt_cached_tokens
-        ok = (
-            p.__class__ is int
-            and c.__class__ is int
-            and k.__class__ is int
-            and p >= 0
-            and c >= 0
-            and k >= 0
-        )
+        ok = type(p) is int and type(c) is int and type(k) is int and p >= 0 and c >= 0 and k >= 0
         if total_tokens is None:
             total = p + c if ok else 0
         else:
@@ -250,10 +243,10 @@ class LLMGeneration(_Timer):
         ia, oa = input_audio_tokens, output_audio_tokens
         extra: tuple[Any, ...] | None = None
         if (
-            e.__class__ is int
-            and r.__class__ is int
-            and ia.__class__ is int
-            and oa.__class__ is int
+            type(e) is int
+            and type(r) is int
+            and type(ia) is int
+            and type(oa) is int
             and (e | r | ia | oa) >= 0
         ):
             if e or r or ia or oa:
@@ -330,13 +323,13 @@ class LLMGeneration(_Timer):
                 m.output_audio_tokens,
             ) = self._extra
         checked = (
-            label.__class__ is str
-            and request_id.__class__ is str
-            and (speech_id is None or speech_id.__class__ is str)
-            and (error is None or error.__class__ is str)
-            and (model is None or model.__class__ is str)
-            and (provider is None or provider.__class__ is str)
-            and duration.__class__ is float
+            type(label) is str
+            and type(request_id) is str
+            and (speech_id is None or type(speech_id) is str)
+            and (error is None or type(error) is str)
+            and (model is None or type(model) is str)
+            and (provider is None or type(provider) is str)
+            and type(duration) is float
             and 0.0 <= duration <= 1e9
             and (ttft == -1.0 or 0.0 <= ttft <= 1e9)
             and tps <= 1e9

@@ -350,8 +350,8 @@ class UsageCollector:
         duration = 0.0
         queue = ledger.queue
         for m in buf:
-            if m.__class__ is not llm_cls:
-                if m.__class__ in _QUEUED:  # in order: a turn dropped stays dropped
+            if type(m) is not llm_cls:
+                if type(m) in _QUEUED:  # in order: a turn dropped stays dropped
                     if part is not None:
                         add_run(part, key, requests, prompt, cached, created, completion,
                                 audio_in, audio_out, unreported, duration, errors)  # fmt: skip
