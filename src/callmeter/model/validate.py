@@ -100,8 +100,9 @@ def _llm(
 ) -> str | None:
     # The hot path, as one expression of exact type checks (type(), which an object
     # cannot fake, unlike __class__) and comparisons (NaN fails every comparison; the
-    # 1e9/1e11 literals are MAX_SECONDS and MAX_TIMESTAMP). The fields are read in one call (astuple), in LLMMetrics' field order (checked below).
-    # A bitwise OR of ints is negative iff one of them is.
+    # 1e9/1e11 literals are MAX_SECONDS and MAX_TIMESTAMP). The fields are read in one
+    # call (astuple), in LLMMetrics' field order (checked below). A bitwise OR of ints is
+    # negative iff one of them is.
     (ts, st, d, label, rid, ttft, cancelled, b, a, c, e, f, g, h, t, tps, reported, err, sid,
      md) = _astuple(m)  # fmt: skip
     if (
