@@ -325,3 +325,20 @@ def test_emit_path_rejects_what_the_python_check_rejects():
     assert seen == []
     assert s.rejected_events == len(bad)
     assert s.usage.llm_requests == 0
+
+
+def test_the_python_reference_still_passes_the_event_path_suites():
+    # `make test` runs the C path; the pure-Python path (no compiler, or
+    # CALLMETER_PURE_PYTHON=1) must stay correct too: run the event-path suites on it.
+    suites = ["tests/test_event_path.py", "tests/test_usage.py", "tests/test_validation.py"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "CALLMETER_PURE_PYTHON": "1"}
+    probe = "from callmeter._native import speedups; print(speedups)"
+    off = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert off.stdout.strip() == "None"  # the suites below really run the Python path
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
+        capture_output=True, text=True, env=env, cwd=root, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout

@@ -34,6 +34,7 @@ static PyTypeObject *llm_type = NULL;
 static PyTypeObject *md_type = NULL;
 static PyObject *py_check = NULL; /* the Python check, for everything not plainly valid */
 static PyObject *str_llm = NULL;  /* "llm" */
+static PyObject *str_vectors, *str_totals, *str_cost, *str_version; /* attribute names */
 static Py_ssize_t llm_off[N_LLM];
 static Py_ssize_t md_name_off, md_provider_off;
 
@@ -68,7 +69,11 @@ configure(PyObject *self, PyObject *args)
     if (slot_offset((PyTypeObject *)md, "model_name", &md_name_off) < 0 ||
         slot_offset((PyTypeObject *)md, "model_provider", &md_provider_off) < 0)
         return NULL;
-    if (str_llm == NULL && (str_llm = PyUnicode_InternFromString("llm")) == NULL)
+    if ((str_llm == NULL && (str_llm = PyUnicode_InternFromString("llm")) == NULL) ||
+        (str_vectors == NULL && (str_vectors = PyUnicode_InternFromString("vectors")) == NULL) ||
+        (str_totals == NULL && (str_totals = PyUnicode_InternFromString("totals")) == NULL) ||
+        (str_cost == NULL && (str_cost = PyUnicode_InternFromString("cost")) == NULL) ||
+        (str_version == NULL && (str_version = PyUnicode_InternFromString("version")) == NULL))
         return NULL;
     Py_INCREF(llm);
     Py_INCREF(md);
@@ -271,8 +276,8 @@ run_flush(Run *r, PyObject *ledger, PyObject *new_vector)
         goto done;
     int extra = PyObject_IsTrue(a[1 + S_CREATED]) || PyObject_IsTrue(a[1 + S_AUDIO_IN]) ||
             PyObject_IsTrue(a[1 + S_AUDIO_OUT]);
-    if ((dicts[0] = PyObject_GetAttrString(r->part, "vectors")) == NULL ||
-        (dicts[1] = PyObject_GetAttrString(ledger, "totals")) == NULL)
+    if ((dicts[0] = PyObject_GetAttr(r->part, str_vectors)) == NULL ||
+        (dicts[1] = PyObject_GetAttr(ledger, str_totals)) == NULL)
         goto done;
     for (int k = 0; k < 2; k++) {
         if (!PyDict_Check(dicts[k])) {
@@ -316,9 +321,9 @@ run_flush(Run *r, PyObject *ledger, PyObject *new_vector)
             vector_add(v, V_ERRORS, a[N_SUMS + 3]) < 0)
             goto done;
     }
-    if (PyObject_SetAttrString(r->part, "cost", Py_None) < 0)
+    if (PyObject_SetAttr(r->part, str_cost, Py_None) < 0)
         goto done;
-    PyObject *version = PyObject_GetAttrString(ledger, "version");
+    PyObject *version = PyObject_GetAttr(ledger, str_version);
     if (version == NULL)
         goto done;
     PyObject *one = PyLong_FromLong(1);
@@ -327,7 +332,7 @@ run_flush(Run *r, PyObject *ledger, PyObject *new_vector)
     Py_XDECREF(one);
     if (next == NULL)
         goto done;
-    int set = PyObject_SetAttrString(ledger, "version", next);
+    int set = PyObject_SetAttr(ledger, str_version, next);
     Py_DECREF(next);
     if (set < 0)
         goto done;
