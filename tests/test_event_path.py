@@ -234,3 +234,14 @@ def test_single_handler_shortcut_follows_registration_changes():
     session.emit_metrics(m)
     session.emit_metrics(m)
     assert calls == ["first", "first", "second", "second", "second", "first", "second"]
+
+
+@pytest.mark.parametrize("helper", ["tool_call", "stt_request", "tts_request", "llm_generation"])
+def test_a_helper_whose_metric_cannot_be_built_counts_a_rejected_event(helper, caplog):
+    session = AgentSession(prices=False)
+    timer = session.tool_call("lookup") if helper == "tool_call" else getattr(session, helper)()
+    with timer as t:
+        t.ended_at = "soon"  # not a perf_counter value: the duration cannot be computed
+    assert session.rejected_events == 1
+    assert "metric failed" in caplog.text
+    assert session.usage.llm_requests == 0 and session.usage.tool_calls == 0

@@ -92,6 +92,7 @@ class _Timer:
             metric = self._build(end, exc_type)
         except Exception:  # measurement must never break the agent
             logger.exception("callmeter: building a %s metric failed", type(self).__name__)
+            self._session._rejects.add(1)  # e.g. ended_at set to something not a number
             return
         self._session.emit_metrics(metric)
 
