@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import os
 import shutil
 import subprocess
 import tomllib
@@ -119,3 +120,16 @@ def test_the_build_backend_is_setuptools():
     system = config["build-system"]
     assert system["build-backend"] == "setuptools.build_meta"
     assert any(r.replace(" ", "").startswith("setuptools>=") for r in system["requires"])
+
+
+def test_the_c_extension_is_built_and_used():
+    # `make test` installs with a C compiler (.ci/run installs one): the C hot path must be
+    # the one under test there, not silently the pure-Python fallback.
+    from callmeter._native import speedups
+    from callmeter.model import validate
+    from callmeter.model.types import LLMMetrics
+
+    if os.environ.get("CALLMETER_PURE_PYTHON", "").strip() not in ("", "0"):
+        pytest.skip("CALLMETER_PURE_PYTHON is set: the pure-Python path was asked for")
+    assert speedups is not None, "callmeter._speedups was not built: is a C compiler installed?"
+    assert validate.CHECKS[LLMMetrics] is speedups.llm_check
