@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import add
 from typing import Any
@@ -275,15 +275,6 @@ def _keep_large(part: Part, key: ModelKey, a: Amounts) -> None:
         part.overflow.setdefault(key, Amounts()).add(a)
 
 
-class _Resume(Exception):
-    def __init__(self, index: int) -> None:
-        super().__init__(index)
-        self.index = index
-
-
-_NO_RUN = object()
-
-
 RuleLookup = Callable[[str | None, str | None], "tuple[int, int] | None"]
 """``(model, provider) -> (minimum, increment)`` microseconds, or None."""
 
@@ -335,99 +326,6 @@ class Ledger:
         """Bumped whenever quantities change (pricing caches on it)."""
         self.report_cache: Any = None
         """Pricing's cache of the last report, keyed on :attr:`version`."""
-
-    def add_batch(self, events: Iterable[Any]) -> None:
-        """Add events, in order. LLM events are added up at once, in runs of consecutive
-        events of one turn and one ``Metadata`` object (the common case: one pass, a few
-        additions in local variables per event); other billable kinds are queued on their
-        part and added up in batches."""
-        batch = events if isinstance(events, list) else list(events)
-        try:
-            self._add_events(batch, 0)
-        except _Resume as r:
-            # A malformed event. Nothing of its run was applied: queue the run and the
-            # rest; the fold adds them one by one and leaves out the bad one (logged,
-            # counted in dropped_events).
-            for m in batch[r.index :]:
-                if m.__class__ in _KIND:
-                    self.part(m.speech_id).pending.append(m)
-            self.fold_all()
-
-    def _add_events(self, batch: list[Any], start: int) -> None:
-        kinds = _KIND
-        llm = LLMMetrics
-        part: Part | None = None
-        key: ModelKey = ("llm", None, None)
-        run_sid: Any = _NO_RUN
-        run_md: Any = _NO_RUN
-        run_start = start
-        requests = unreported = errors = 0
-        prompt = cached = created = completion = audio_in = audio_out = 0
-        duration = 0.0
-        i = start
-        try:
-            for i in range(start, len(batch)):
-                m = batch[i]
-                t = m.__class__
-                if t is llm:
-                    sid = m.speech_id
-                    md = m.metadata
-                    if sid != run_sid or (md is not run_md and md != run_md):
-                        if part is not None:
-                            self.add_llm(part, key, requests, prompt, cached, created,
-                                          completion, audio_in, audio_out, unreported,
-                                          duration, errors)  # fmt: skip
-                            requests = unreported = errors = 0
-                            prompt = cached = created = completion = audio_in = audio_out = 0
-                            duration = 0.0
-                        run_start = i
-                        run_sid, run_md = sid, md
-                        part = self.part(sid)
-                        key = (
-                            ("llm", None, None)
-                            if md is None
-                            else ("llm", md.model_provider, md.model_name)
-                        )
-                    duration += m.duration
-                    if m.error is not None:
-                        errors += 1
-                    if not m.usage_reported:
-                        unreported += 1
-                        continue
-                    p = m.prompt_tokens
-                    c = m.prompt_cached_tokens
-                    requests += 1
-                    prompt += p
-                    cached += c
-                    completion += m.completion_tokens
-                    w, ai, ao = m.cache_creation_tokens, m.input_audio_tokens, m.output_audio_tokens
-                    if w or ai or ao:
-                        created += w
-                        audio_in += ai
-                        audio_out += ao
-                    # large requests, and requests whose counts break the convention (so
-                    # that they are priced, or refused, on their own, not hidden in a sum)
-                    if p >= LARGE_REQUEST_TOKENS or c + w > p or ai > p:
-                        _keep_large(part, key, Amounts(1, p, c, w, m.completion_tokens, ai, ao))
-                elif t in kinds:
-                    if part is not None:  # finish the run first: _part may drop a turn
-                        self.add_llm(part, key, requests, prompt, cached, created,
-                                      completion, audio_in, audio_out, unreported,
-                                      duration, errors)  # fmt: skip
-                        requests = unreported = errors = 0
-                        prompt = cached = created = completion = audio_in = audio_out = 0
-                        duration = 0.0
-                        part = None
-                        run_sid = run_md = _NO_RUN
-                    run_start = i + 1
-                    self.queue(m)
-                elif t is CloseEvent:
-                    self._close(m)
-        except Exception as exc:
-            raise _Resume(run_start) from exc
-        if part is not None:
-            self.add_llm(part, key, requests, prompt, cached, created, completion,
-                          audio_in, audio_out, unreported, duration, errors)  # fmt: skip
 
     def add_llm(
         self,
