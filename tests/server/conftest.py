@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip as gz
 import http.client
 import json
@@ -9,12 +10,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+import uvicorn
 
 from callmeter.records import encode_lines
 
@@ -22,6 +25,23 @@ INGEST_A = "tok-ingest-a-123"
 READ_A = "tok-read-a-12345"
 BOTH_B = "tok-both-b-12345"
 TOKENS = f"{INGEST_A}:acme:ingest,{READ_A}:acme:read,{BOTH_B}:globex:ingest+read"
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: object) -> Iterator[str]:
+    """Serve an ASGI app on a real uvicorn in a thread, on a loopback port; yields its URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        t.join(10)
 
 
 @dataclass

@@ -14,7 +14,6 @@ import time
 
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
 from callmeter.metrics import LLMMetrics, Metadata
 from callmeter.records import MetricsCollectedEvent, SessionStartedEvent, encode_lines
@@ -33,7 +32,7 @@ from store.conftest import (  # noqa: F401 - the store fixtures (SQLite and Post
 from store.factory import make_call
 from store.test_store_batches import call_rows, table_rows
 
-from .conftest import Client
+from .conftest import Client, serve_in_thread
 
 TOK_A, TOK_B = "attack-token-a-1", "attack-token-b-1"
 
@@ -50,16 +49,8 @@ def live(tmp_path):
         )
     tokens = Tokens.parse([f"{TOK_A}:ta:ingest+read", f"{TOK_B}:tb:ingest+read"], "test")
     app = create_app(store, tokens, Limits(max_records=50))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", store
-    server.should_exit = True
-    t.join(10)
+    with serve_in_thread(app) as url:
+        yield url, store
     store.close()
 
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import pytest
-import uvicorn
 
 from callmeter.server import Limits, create_app
 from callmeter.server.writer import QueueFull, Writer
 from callmeter.store import Store
 from store.factory import make_call
 
-from .conftest import Client
+from .conftest import Client, serve_in_thread
 
 
 @pytest.fixture
@@ -22,16 +20,8 @@ def app_server(tmp_path):
     """create_app on a real uvicorn in a thread (loopback), with a 20-record write queue."""
     store = Store(tmp_path / "s.db", prices=False)
     app = create_app(store, limits=Limits(max_queue=20, retry_after=3))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", store
-    server.should_exit = True
-    t.join(10)
+    with serve_in_thread(app) as url:
+        yield url, store
     store.close()
 
 
