@@ -173,11 +173,12 @@ class LatencyCollector:
     def __init__(self, *, slowest: int = 5, max_values: int = 100_000) -> None:
         self._slowest = slowest
         self._max_values = max_values
-        self._dispatch: dict[type, Callable[[Any], None]] = {
-            LLMMetrics: self._llm,
-            TTSMetrics: self._tts,
-            ToolMetrics: self._tool,
-            TurnMetrics: self._turn,
+        cls = type(self)  # functions, not bound methods: those would make a reference cycle
+        self._dispatch: dict[type, Callable[[Any, Any], None]] = {
+            LLMMetrics: cls._llm,
+            TTSMetrics: cls._tts,
+            ToolMetrics: cls._tool,
+            TurnMetrics: cls._turn,
         }
         self.reset()
 
@@ -202,7 +203,7 @@ class LatencyCollector:
         """Add one metrics event (types without latency are ignored)."""
         handler = self._dispatch.get(type(metrics))
         if handler is not None:
-            handler(metrics)
+            handler(self, metrics)
 
     def _add(self, name: str, value: float) -> None:
         values = self._values[name]

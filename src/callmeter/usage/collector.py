@@ -118,12 +118,15 @@ class UsageCollector:
         self._rejected_billable = 0  # > 0: some usage was left out, the cost is a lower bound
         # Billable quantities, request counts, durations and errors per model are added
         # up by the ledger (once); these handlers add what only the collector keeps.
-        self._batch_handlers: dict[type, Callable[[list[Any]], None]] = {
-            ToolMetrics: self._tool_batch,
-            STTMetrics: self._add_intervals,
-            TTSMetrics: self._add_intervals,
-            EOUMetrics: self._add_intervals,
-            RealtimeModelMetrics: self._add_intervals,
+        # Functions, not bound methods: a dict of bound methods on self would be a
+        # reference cycle, and every collector would wait for the garbage collector.
+        cls = type(self)
+        self._batch_handlers: dict[type, Callable[[Any, list[Any]], None]] = {
+            ToolMetrics: cls._tool_batch,
+            STTMetrics: cls._add_intervals,
+            TTSMetrics: cls._add_intervals,
+            EOUMetrics: cls._add_intervals,
+            RealtimeModelMetrics: cls._add_intervals,
         }
         self.reset()
 
@@ -423,7 +426,7 @@ class UsageCollector:
             if handler is None:
                 continue
             try:
-                handler(group)
+                handler(self, group)
             except Exception:
                 # Events were validated on the way in, so this is a bug, not bad input.
                 # Retrying event by event could add part of the group twice: leave it out.
