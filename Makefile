@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo bench lint format clean
 
-$(STAMP): pyproject.toml setup.py src/callmeter/_speedups.c
+$(STAMP): pyproject.toml setup.py $(wildcard src/callmeter/_speedups*.[ch])
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -10,7 +10,12 @@ setup(
     ext_modules=[
         Extension(
             "callmeter._speedups",
-            ["src/callmeter/_speedups.c"],
+            [
+                "src/callmeter/_speedups.c",
+                "src/callmeter/_speedups_record.c",
+                "src/callmeter/_speedups_generation.c",
+            ],
+            depends=["src/callmeter/_speedups.h"],
             optional=True,
             extra_compile_args=[] if sys.platform == "win32" else ["-Wno-error"],
         )

@@ -109,7 +109,10 @@ def test_the_extension_is_optional_and_built_from_the_c_source():
     assert len(calls) == 1
     call = calls[0]
     assert ast.literal_eval(call.args[0]) == "callmeter._speedups"
-    assert ast.literal_eval(call.args[1]) == [C_SOURCE]
+    sources = ast.literal_eval(call.args[1])
+    assert sources[0] == C_SOURCE
+    on_disk = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src/callmeter").glob("*.c"))
+    assert sorted(sources) == on_disk, "every C file of the extension is compiled"
     keywords = {k.arg: k.value for k in call.keywords}
     assert "optional" in keywords, "without optional=True a missing compiler fails the install"
     assert ast.literal_eval(keywords["optional"]) is True
@@ -133,3 +136,13 @@ def test_the_c_extension_is_built_and_used():
         pytest.skip("CALLMETER_PURE_PYTHON is set: the pure-Python path was asked for")
     assert speedups is not None, "callmeter._speedups was not built: is a C compiler installed?"
     assert validate.CHECKS[LLMMetrics] is speedups.llm_check
+    from callmeter import AgentSession
+    from callmeter.metrics import UsageCollector
+    from callmeter.session import LLMGeneration
+
+    assert issubclass(AgentSession, speedups.SessionCore)
+    assert issubclass(UsageCollector, speedups.CollectorCore)
+    assert issubclass(LLMGeneration, speedups.GenerationCore)
+    assert AgentSession.emit_metrics is speedups.SessionCore.emit_metrics
+    assert AgentSession.llm_generation is speedups.SessionCore.llm_generation
+    assert UsageCollector.collect is speedups.CollectorCore.collect

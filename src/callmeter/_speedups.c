@@ -1,8 +1,9 @@
 /*
  * callmeter._speedups: the per-event hot path in C (optional).
  *
- * Two functions, each the exact counterpart of a pure-Python one that stays the
- * reference (and runs wherever this module is not built):
+ * Each function is the exact counterpart of a pure-Python one that stays the
+ * reference (and runs wherever this module is not built); _speedups_record.c adds the
+ * per-event recording path of sessions and collectors. Here:
  *
  *   llm_check(m)         callmeter.model.validate._llm: None when the LLMMetrics is
  *                        valid; anything this code is unsure of goes to the Python
@@ -13,34 +14,17 @@
  * Fields are read from msgspec's struct slots (member descriptors) by offset; the
  * offsets are looked up once by configure() and checked against the field names.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <structmember.h>
+#include "_speedups.h"
 
-#define N_LLM 20
-enum {
-    F_TIMESTAMP, F_STARTED_AT, F_DURATION, F_LABEL, F_REQUEST_ID, F_TTFT, F_CANCELLED,
-    F_COMPLETION, F_PROMPT, F_CACHED, F_CACHE_CREATION, F_REASONING, F_AUDIO_IN,
-    F_AUDIO_OUT, F_TOTAL, F_TPS, F_REPORTED, F_ERROR, F_SPEECH_ID, F_METADATA
-};
-static const char *llm_fields[N_LLM] = {
-    "timestamp", "started_at", "duration", "label", "request_id", "ttft", "cancelled",
-    "completion_tokens", "prompt_tokens", "prompt_cached_tokens", "cache_creation_tokens",
-    "reasoning_tokens", "input_audio_tokens", "output_audio_tokens", "total_tokens",
-    "tokens_per_second", "usage_reported", "error", "speech_id", "metadata",
-};
-
-static PyTypeObject *llm_type = NULL;
+PyTypeObject *llm_type = NULL;
 static PyTypeObject *md_type = NULL;
 static PyObject *py_check = NULL; /* the Python check, for everything not plainly valid */
 static PyObject *str_llm = NULL;  /* "llm" */
 static PyObject *str_vectors, *str_totals, *str_cost, *str_version; /* attribute names */
-static Py_ssize_t llm_off[N_LLM];
+Py_ssize_t llm_off[N_LLM];
 static Py_ssize_t md_name_off, md_provider_off;
 
-#define FIELD(o, off) (*(PyObject **)((char *)(o) + (off)))
-
-static int
+int
 slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *out)
 {
     PyObject *descr = PyDict_GetItemString(tp->tp_dict, name); /* borrowed */
@@ -130,7 +114,7 @@ count_ok(PyObject *x)
 #define STR_OR_NONE(x) ((x) == Py_None || PyUnicode_CheckExact(x))
 #define STR_OR_NONE_SUB(x) ((x) == Py_None || PyUnicode_Check(x))
 
-static int
+int
 llm_valid(PyObject *m)
 {
     if (llm_type == NULL || !Py_IS_TYPE(m, llm_type))
@@ -652,5 +636,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && (record_init(m) < 0 || generation_init(m) < 0))
+        Py_CLEAR(m);
+    return m;
 }

@@ -18,12 +18,12 @@ from ..errors import InvalidArgumentError
 from ..latency.summary import LatencySummary
 from ..latency.turns import LatencyBudget
 from ..model import validate
-from ..model.events import CloseEvent, MetricsCollectedEvent, SessionStartedEvent
-from ..model.types import AgentMetrics
+from ..model.events import CloseEvent, SessionStartedEvent
 from ..usage.collector import UsageCollector, UsageSummary
 from .context import current_session_var, current_tool_name_var
-from .emitter import _PROPAGATE, EventEmitter
-from .timers import LLMGeneration, STTRequest, ToolCall, TTSRequest
+from .emitter import EventEmitter
+from .recording import LAZY_BATCH, RecordingBase, check_str
+from .timers import STTRequest, ToolCall, TTSRequest
 from .turn import Turn
 
 logger = logging.getLogger("callmeter.session")
@@ -31,19 +31,9 @@ logger = logging.getLogger("callmeter.session")
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_DRAIN_TIMEOUT = 5.0
 """Seconds ``async with session`` / :meth:`AgentSession.aclose` wait for async handlers."""
-_LAZY_BATCH = 8192  # events the session's own collector holds before adding them up
-_CHECKS = validate.CHECKS
-_check = validate.check
-_last_valid = validate.last_valid
-_new_generation = object.__new__
 
 
-def _check_str(name: str, value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidArgumentError(f"{name} must be a str or None, got {type(value).__name__}")
-
-
-class AgentSession(EventEmitter):
+class AgentSession(EventEmitter, RecordingBase):
     """One agent session ("call").
 
     Events: ``metrics_collected`` (:class:`MetricsCollectedEvent`; a ``TurnMetrics`` when a
@@ -84,8 +74,8 @@ class AgentSession(EventEmitter):
                 f"drain_timeout must be a finite number of seconds >= 0, got {drain_timeout!r}"
             )
         self.drain_timeout = float(drain_timeout)
-        _check_str("session_id", session_id)
-        _check_str("agent_name", agent_name)
+        check_str("session_id", session_id)
+        check_str("agent_name", agent_name)
         if labels is not None:
             if not isinstance(labels, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
@@ -98,8 +88,8 @@ class AgentSession(EventEmitter):
         self._collector = UsageCollector(
             keep_metrics=False, prices=prices, call_charges=call_charges
         )
-        # Usage is added up when read (or every _LAZY_BATCH events, to bound memory).
-        self._collector._batch = _LAZY_BATCH
+        # Usage is added up when read (or every LAZY_BATCH events, to bound memory).
+        self._collector._batch = LAZY_BATCH
         self._pending = self._collector._buf  # appended to directly: validated already
         self._rejects = validate.RejectLog(logger)
         self._start_token: Token[AgentSession | None] | None = None
@@ -259,69 +249,6 @@ class AgentSession(EventEmitter):
 
     # metrics ---------------------------------------------------------------------------
 
-    def emit_metrics(self, metrics: AgentMetrics) -> None:
-        """Record a metrics event: add it to :attr:`usage` and emit ``metrics_collected``.
-
-        Sources (integrations, the measurement helpers) call this. Never raises: an invalid
-        event (see :mod:`callmeter.model.validate`) is rejected as a whole, logged
-        (rate-limited) and counted in :attr:`rejected_events`.
-        """
-        fn = _CHECKS.get(type(metrics))
-        try:
-            ok = fn is not None and fn(metrics) is None
-        except Exception:
-            ok = False
-        if not ok:
-            reason = _check(metrics)  # the slow path: subclasses, and naming the bad field
-            if reason is not None:
-                self._rejects.reject(f"session {self.session_id}", reason, metrics)
-                self._collector.note_rejected(metrics)
-                return
-        self._record_checked(metrics)
-
-    def _record_checked(self, metrics: AgentMetrics) -> None:
-        # Everything after the check: the session's own helpers call this directly for
-        # metrics they built from values they checked (see LLMGeneration._build_checked);
-        # any object from elsewhere goes through emit_metrics and its full check.
-        _last_valid.event = metrics
-        try:
-            pending = self._pending
-            pending.append(metrics)
-            if len(pending) >= _LAZY_BATCH:
-                self._collector._flush()
-            if self._open_turns:  # hand the event to the open turn it belongs to
-                turn = self._open_turns.get(getattr(metrics, "speech_id", None))  # type: ignore[arg-type]
-                if turn is not None:
-                    turn._add(metrics)
-            seq = self._next_seq()
-            handlers = self._handlers.get("metrics_collected")
-            if not handlers:
-                return
-            event = MetricsCollectedEvent(
-                session_id=self.session_id,
-                seq=seq,
-                created_at=metrics.timestamp,
-                agent_name=self.agent_name,
-                labels=self.labels,
-                metrics=metrics,
-            )
-            fast = self._fast_handler
-            if fast is not None and handlers[0][0] is fast:
-                try:  # one sync handler, the common case: call it directly
-                    result = fast(event)
-                    if result is not None and inspect.isawaitable(result):
-                        self._schedule("metrics_collected", fast, result)
-                except _PROPAGATE:
-                    raise
-                except BaseException:
-                    self._handler_failed("metrics_collected", fast)
-                return
-            self._dispatch("metrics_collected", handlers, (event,))
-        except _PROPAGATE:
-            raise
-        except BaseException:
-            logger.exception("callmeter: recording a metrics event failed")
-
     @property
     def usage_prices(self) -> Any:
         """The prices :attr:`usage` is computed with (a ``Prices``; False when pricing is off)."""
@@ -356,33 +283,8 @@ class AgentSession(EventEmitter):
 
     def turn(self, speech_id: str | None = None) -> Turn:
         """One user -> agent exchange: metrics measured inside get its ``speech_id``."""
-        _check_str("speech_id", speech_id)
+        check_str("speech_id", speech_id)
         return Turn(self, speech_id)
-
-    def llm_generation(
-        self,
-        model: str | None = None,
-        provider: str | None = None,
-        label: str = "",
-        *,
-        request_id: str = "",
-        speech_id: str | None = None,
-    ) -> LLMGeneration:
-        """Time one LLM request (``with`` or ``async with``); emits one ``LLMMetrics``."""
-        if (model is not None and model.__class__ is not str) or (
-            provider is not None and provider.__class__ is not str
-        ):
-            _check_str("model", model)
-            _check_str("provider", provider)
-        # Built without a second call frame: this runs once per LLM request.
-        gen = _new_generation(LLMGeneration)
-        gen._session = self
-        gen.model = model
-        gen.provider = provider
-        gen.label = label
-        gen.request_id = request_id
-        gen.speech_id = speech_id
-        return gen
 
     def tool_call(
         self, name: str, call_id: str | None = None, *, speech_id: str | None = None
@@ -390,7 +292,7 @@ class AgentSession(EventEmitter):
         """Time one tool call (``with`` or ``async with``); emits one ``ToolMetrics``."""
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"tool name must be a non-empty str, got {name!r}")
-        _check_str("call_id", call_id)
+        check_str("call_id", call_id)
         return ToolCall(self, name, call_id=call_id, speech_id=speech_id)
 
     def stt_request(
@@ -404,8 +306,8 @@ class AgentSession(EventEmitter):
         speech_id: str | None = None,
     ) -> STTRequest:
         """Time one speech-to-text request; emits one ``STTMetrics``."""
-        _check_str("model", model)
-        _check_str("provider", provider)
+        check_str("model", model)
+        check_str("provider", provider)
         return STTRequest(
             self,
             model=model,
@@ -427,8 +329,8 @@ class AgentSession(EventEmitter):
         speech_id: str | None = None,
     ) -> TTSRequest:
         """Time one text-to-speech request; emits one ``TTSMetrics``."""
-        _check_str("model", model)
-        _check_str("provider", provider)
+        check_str("model", model)
+        check_str("provider", provider)
         return TTSRequest(
             self,
             model=model,

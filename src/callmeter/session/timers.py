@@ -19,6 +19,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .._native import speedups
 from ..model.types import LLMMetrics, Metadata, STTMetrics, ToolMetrics, TTSMetrics
 from .context import current_speech_id_var, current_tool_name_var
 
@@ -184,6 +185,14 @@ class LLMGeneration(_Timer):
     async def __aenter__(self) -> LLMGeneration:
         return self.__enter__()
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -338,6 +347,17 @@ class LLMGeneration(_Timer):
             and 0.0 <= self._wall0 <= 1e11
         )
         return m, checked
+
+
+PyLLMGeneration = LLMGeneration
+"""The pure-Python LLMGeneration: the reference for the C one (see below)."""
+
+if not TYPE_CHECKING and speedups is not None:
+
+    class LLMGeneration(speedups.GenerationCore, PyLLMGeneration):
+        # The C base handles the common case of __enter__, first_token, set_usage and
+        # __exit__, and calls PyLLMGeneration's methods for everything else.
+        __doc__ = PyLLMGeneration.__doc__
 
 
 class ToolCall(_Timer):

@@ -29,6 +29,7 @@ from ..pricing.cost import DEFAULT_MAX_TURNS, Ledger, price_ledger
 from ..pricing.ledger import LARGE_REQUEST_TOKENS, Amounts, vector_layout
 from ..pricing.ledger import _vector as new_vector
 from ..pricing.prices import PriceOverrides, Prices, check_call_charges, resolve_prices
+from .collecting import CollectingBase
 from .summary import ModelUsage, ToolUsage, UsageSummary, apply_cost, usage_from_ledger
 from .timeline import IntervalUnion
 
@@ -62,7 +63,7 @@ _BILLABLE = (LLMMetrics, STTMetrics, TTSMetrics, RealtimeModelMetrics)
 _QUEUED = frozenset((STTMetrics, TTSMetrics, RealtimeModelMetrics))  # added up by the ledger
 
 
-class UsageCollector:
+class UsageCollector(CollectingBase):
     """Collects metrics events into a :class:`UsageSummary`.
 
     ``keep_metrics=True`` (the default) keeps the events in :attr:`metrics`; ``max_metrics``
@@ -153,33 +154,6 @@ class UsageCollector:
         """The prices this collector uses (None when pricing is off)."""
         return self._prices
 
-    def collect(self, metrics: AgentMetrics) -> None:
-        """Add one metrics event; an invalid one is rejected (logged, counted). Never raises.
-
-        Event types without totals (``VADMetrics``) are kept but add to no total.
-        """
-        if metrics is not _last_valid.event:  # not just validated by a session
-            if metrics.__class__ is CloseEvent:  # the call's end: prices call-level charges
-                self._collect_close(metrics)
-                return
-            fn = _CHECKS.get(type(metrics))
-            try:
-                ok = fn is not None and fn(metrics) is None
-            except Exception:
-                ok = False
-            if not ok:
-                reason = validate.check(metrics)
-                if reason is not None:
-                    self._rejects.reject("UsageCollector", reason, metrics)
-                    self.note_rejected(metrics)
-                    return
-        buf = self._buf
-        buf.append(metrics)  # atomic: no lock on the per-event path
-        if len(buf) >= self._batch:
-            self._flush()
-
-    __call__ = collect
-
     def note_rejected(self, metrics: object) -> None:
         """Note an event rejected before it reached this collector (by a session): if it
         was a billable kind, the cost becomes a lower bound."""
@@ -191,13 +165,6 @@ class UsageCollector:
             self.set_call_duration(event.duration)
         except Exception as exc:
             self._rejects.reject("UsageCollector", f"invalid close event ({exc})", event)
-
-    def _collect_valid(self, metrics: AgentMetrics) -> None:
-        # For a caller that validated ``metrics`` already (the session's own collector).
-        buf = self._buf
-        buf.append(metrics)
-        if len(buf) >= self._batch:
-            self._flush()
 
     @property
     def rejected_events(self) -> int:
