@@ -535,6 +535,8 @@ add_llm_events(PyObject *self, PyObject *args)
         if (new_run) {
             if (run_flush(&run, ledger, new_vector) < 0)
                 goto error_items;
+            /* The key is a function of the (frozen) Metadata: kept while it is the same. */
+            int same_md = run.md == md && run.key != NULL;
             Py_INCREF(sid);
             Py_XSETREF(run.sid, sid);
             Py_INCREF(md);
@@ -543,8 +545,11 @@ add_llm_events(PyObject *self, PyObject *args)
             if (part == NULL)
                 goto error_items;
             Py_XSETREF(run.part, part);
-            PyObject *key;
-            if (md == Py_None) {
+            PyObject *key = NULL;
+            if (same_md) {
+                key = Py_NewRef(run.key);
+            }
+            else if (md == Py_None) {
                 key = PyTuple_Pack(3, str_llm, Py_None, Py_None);
             }
             else {
