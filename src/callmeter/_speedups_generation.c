@@ -266,6 +266,28 @@ gen_set_usage(Generation *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     Py_RETURN_NONE;
 }
 
+/* timers._metadata(model, provider), remembering the last answer: the same model and
+   provider objects (a model name from the agent's configuration) give the same Metadata. */
+static PyObject *last_model, *last_provider, *last_metadata;
+
+static PyObject *
+metadata(PyObject *model, PyObject *provider)
+{
+    if (last_metadata != NULL && model == last_model && provider == last_provider)
+        return Py_NewRef(last_metadata);
+    PyObject *md = PyObject_CallFunctionObjArgs(metadata_of, model, provider, NULL);
+    if (md != NULL) { /* all three replaced before any old one is released (and its
+                          finalizer runs Python code) */
+        PyObject *old[3] = {last_model, last_provider, last_metadata};
+        last_model = Py_NewRef(model);
+        last_provider = Py_NewRef(provider);
+        last_metadata = Py_NewRef(md);
+        for (int i = 0; i < 3; i++)
+            Py_XDECREF(old[i]);
+    }
+    return md;
+}
+
 static inline int
 str_or_none(PyObject *x)
 {
@@ -342,7 +364,7 @@ build(Generation *self, double end, int *checked)
     else {
         goto unusual;
     }
-    md = PyObject_CallFunctionObjArgs(metadata_of, snap[S_MODEL], snap[S_PROVIDER], NULL);
+    md = metadata(snap[S_MODEL], snap[S_PROVIDER]);
     if (md == NULL)
         goto error;
     double wall;
