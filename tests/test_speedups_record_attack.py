@@ -76,7 +76,7 @@ def test_subclass_override_of_record_checked_is_honoured():
     for name in ("c", "py"):
 
         class Sub(_session_cls(name)):
-            def _record_checked(self, m):
+            def _record_checked(self, m, name=name):
                 seen[name] = seen.get(name, 0) + 1
                 super()._record_checked(m)
 
@@ -95,7 +95,7 @@ def test_subclass_override_of_build_checked_is_honoured():
     for name, base in (("c", timers.LLMGeneration), ("py", timers.PyLLMGeneration)):
 
         class Sub(base):
-            def _build_checked(self, end, exc_type):
+            def _build_checked(self, end, exc_type, name=name):
                 seen[name] = seen.get(name, 0) + 1
                 return super()._build_checked(end, exc_type)
 
