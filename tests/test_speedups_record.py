@@ -549,3 +549,50 @@ def test_the_c_methods_have_signatures():
     usage = inspect.signature(timers.LLMGeneration.set_usage).parameters
     assert list(usage)[:4] == ["self", "prompt_tokens", "completion_tokens", "prompt_cached_tokens"]
     assert AgentSession.emit_metrics.__doc__.startswith("Record a metrics event")
+
+
+def test_copies_carry_the_state_kept_in_the_c_slots():
+    import copy
+
+    s = AgentSession(session_id="x", agent_name="a", labels={"k": "v"})
+    c = copy.copy(s)
+    assert (c.session_id, c.agent_name, c.labels, c._pending) == ("x", "a", {"k": "v"}, [])
+    g = s.llm_generation("m", "p", speech_id="s1")
+    g2 = copy.copy(g)
+    assert (g2.model, g2.provider, g2.speech_id, g2._session) == ("m", "p", "s1", s)
+    u = copy.copy(UsageCollector())
+    u.collect(metrics.LLMMetrics(timestamp=T0, started_at=T0, duration=1.0))
+    assert u.get_summary().llm_requests == 1
+
+
+def test_deep_recursion_from_handlers_does_not_crash(tmp_path):
+    # A handler that emits again, to the recursion limit: the C path must stop as Python
+    # does (RecursionError, logged), not overflow the C stack.
+    import subprocess
+    import sys
+
+    program = tmp_path / "deep.py"
+    program.write_text(
+        "import sys, logging\n"
+        "sys.setrecursionlimit(30000)\n"
+        "logging.disable(logging.CRITICAL)\n"
+        "from callmeter import AgentSession, metrics\n"
+        "s = AgentSession(session_id='x')\n"
+        "m = metrics.LLMMetrics(timestamp=1.79e9, started_at=1.79e9, duration=0.1)\n"
+        "depth = [0]\n"
+        "def again(ev):\n"
+        "    depth[0] += 1\n"
+        "    s.emit_metrics(m)\n"
+        "s.on('metrics_collected', again)\n"
+        "s.emit_metrics(m)\n"
+        "print(depth[0])\n"
+    )
+    depths = {}
+    for pure in ("0", "1"):
+        proc = subprocess.run(
+            [sys.executable, str(program)], capture_output=True, text=True, timeout=120,
+            env={**__import__("os").environ, "CALLMETER_PURE_PYTHON": pure},
+        )  # fmt: skip
+        assert proc.returncode == 0, (pure, proc.returncode, proc.stderr[-2000:])
+        depths[pure] = int(proc.stdout)
+    assert depths["0"] > 1000 and depths["1"] > 1000

@@ -2,8 +2,9 @@
 
 Each scenario runs against the C classes and against their pure-Python reference (the
 twins of tests/test_speedups_record.py, or a subprocess with CALLMETER_PURE_PYTHON=1 when
-the C path may crash the interpreter). Where the C path differs, the test is marked
-``xfail(strict=True)`` with what is wrong; the others are attacks the C path survives.
+the C path may crash the interpreter). The tests under "defects" each found a difference
+(two of them a crash) that is now fixed; the comment above each says what it was. The
+others are attacks the C path survived from the start.
 """
 
 from __future__ import annotations
@@ -66,12 +67,9 @@ def _both(code: str) -> tuple[subprocess.CompletedProcess, subprocess.CompletedP
 # -- defects ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SessionCore.emit_metrics calls the C record() directly instead of "
-    "self._record_checked(m): a subclass overriding _record_checked is bypassed for "
-    "events that pass the fast check (the pure-Python emit_metrics calls the override)",
-)
+# Was a defect of the C path: SessionCore.emit_metrics calls the C record() directly
+# instead of self._record_checked(m): a subclass overriding _record_checked is bypassed
+# for events that pass the fast check (the pure-Python emit_metrics calls the override)
 def test_subclass_override_of_record_checked_is_honoured():
     seen: dict[str, int] = {}
     for name in ("c", "py"):
@@ -85,12 +83,9 @@ def test_subclass_override_of_record_checked_is_honoured():
     assert seen == {"py": 1, "c": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GenerationCore.__exit__ builds the metric in C (build()) and never calls "
-    "self._build_checked: a LLMGeneration subclass overriding it is bypassed "
-    "(PyLLMGeneration.__exit__ calls the override)",
-)
+# Was a defect of the C path: GenerationCore.__exit__ builds the metric in C (build())
+# and never calls self._build_checked: a LLMGeneration subclass overriding it is
+# bypassed (PyLLMGeneration.__exit__ calls the override)
 def test_subclass_override_of_build_checked_is_honoured():
     seen: dict[str, int] = {}
     for name, base in (("c", timers.LLMGeneration), ("py", timers.PyLLMGeneration)):
@@ -105,13 +100,10 @@ def test_subclass_override_of_build_checked_is_honoured():
     assert seen == {"py": 1, "c": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CollectorCore.collect converts _batch with PyLong_AsSsize_t and returns NULL "
-    "on OverflowError: a collector whose BATCH is an int above 2**63 raises "
-    "OverflowError into the caller (collect promises never to raise; Python compares "
-    "len(buf) >= batch and appends)",
-)
+# Was a defect of the C path: CollectorCore.collect converts _batch with
+# PyLong_AsSsize_t and returns NULL on OverflowError: a collector whose BATCH is an int
+# above 2**63 raises OverflowError into the caller (collect promises never to raise;
+# Python compares len(buf) >= batch and appends)
 def test_collect_with_a_huge_batch_never_raises():
     class Huge(UsageCollector):
         BATCH = 2**64
@@ -154,13 +146,10 @@ _FINALIZER_DELETES_PENDING = """
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="segfault: _speedups_record.c record() checks its slots, then "
-    "Py_XSETREF(last_valid.event, m) frees the previous event, whose finalizer may run "
-    "Python code that deletes _pending; PyList_Append(self->pending=NULL) crashes "
-    "(Python: AttributeError, logged as 'recording a metrics event failed')",
-)
+# Was a defect of the C path: segfault: _speedups_record.c record() checks its slots,
+# then Py_XSETREF(last_valid.event, m) frees the previous event, whose finalizer may run
+# Python code that deletes _pending; PyList_Append(self->pending=NULL) crashes (Python:
+# AttributeError, logged as 'recording a metrics event failed')
 def test_finalizer_of_the_previous_event_deleting_pending_does_not_crash():
     c, py = _both(_FINALIZER_DELETES_PENDING)
     assert "survived" in py.stdout
@@ -194,12 +183,10 @@ _GETATTR_DELETES_OPEN_TURNS = """
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="segfault: _speedups_record.c record() reads getattr(m, 'speech_id') (Python "
-    "code for a subclass) and then Py_NewRef(self->open_turns) without checking it again; "
-    "deleted meanwhile it is NULL (replaced by a list: SystemError logged instead)",
-)
+# Was a defect of the C path: segfault: _speedups_record.c record() reads getattr(m,
+# 'speech_id') (Python code for a subclass) and then Py_NewRef(self->open_turns) without
+# checking it again; deleted meanwhile it is NULL (replaced by a list: SystemError
+# logged instead)
 def test_speech_id_getter_deleting_open_turns_does_not_crash():
     c, py = _both(_GETATTR_DELETES_OPEN_TURNS)
     assert "survived" in py.stdout
@@ -207,13 +194,10 @@ def test_speech_id_getter_deleting_open_turns_does_not_crash():
     assert "survived" in c.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="record() re-checks _handlers with PyDict_CheckExact after Python code ran "
-    "(_next_seq, a turn's _add, a flush) and fails with TypeError when it became a dict "
-    "subclass: the event's handlers are not called and 'recording failed' is logged; "
-    "Python calls _handlers.get() on any mapping and delivers it",
-)
+# Was a defect of the C path: record() re-checks _handlers with PyDict_CheckExact after
+# Python code ran (_next_seq, a turn's _add, a flush) and fails with TypeError when it
+# became a dict subclass: the event's handlers are not called and 'recording failed' is
+# logged; Python calls _handlers.get() on any mapping and delivers it
 def test_handlers_replaced_by_a_mapping_while_recording_still_receive(caplog):
     received: dict[str, list[int]] = {}
     for name in ("c", "py"):
@@ -239,13 +223,10 @@ class _Handlers(dict):
     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GenerationCore's public attributes are T_OBJECT members: after `del g.model` "
-    "(or provider, speech_id) they read as None, so the C path (and the reference it "
-    "falls back to) records the request as model=None; PyLLMGeneration raises "
-    "AttributeError while building, logs it and counts the request rejected",
-)
+# Was a defect of the C path: GenerationCore's public attributes are T_OBJECT members:
+# after `del g.model` (or provider, speech_id) they read as None, so the C path (and the
+# reference it falls back to) records the request as model=None; PyLLMGeneration raises
+# AttributeError while building, logs it and counts the request rejected
 def test_deleted_model_is_rejected_as_in_python():
     out = {}
     for name in ("c", "py"):
@@ -263,13 +244,10 @@ def test_deleted_model_is_rejected_as_in_python():
     assert out["c"] == out["py"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GenerationCore stores _t0/_wall0 as T_DOUBLE and _done as T_BOOL: assigning "
-    "an int to _done, or a non-number to _t0, raises TypeError into the agent at the "
-    "assignment; on PyLLMGeneration the assignment works and __exit__ logs and counts "
-    "the bad value (or, for _done, treats it as truthy) without raising",
-)
+# Was a defect of the C path: GenerationCore stores _t0/_wall0 as T_DOUBLE and _done as
+# T_BOOL: assigning an int to _done, or a non-number to _t0, raises TypeError into the
+# agent at the assignment; on PyLLMGeneration the assignment works and __exit__ logs and
+# counts the bad value (or, for _done, treats it as truthy) without raising
 def test_odd_private_attribute_values_never_raise_into_the_agent():
     s = AgentSession(session_id="x")
     ref = timers.PyLLMGeneration(s, model="m")
@@ -285,13 +263,11 @@ def test_odd_private_attribute_values_never_raise_into_the_agent():
     assert s.rejected_events == 2 and s.usage.llm_requests == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GenerationCore.__exit__ sets done only after build() returns, and build() runs "
-    "Python code (the metadata cache hashes the model name, the clock): a re-entrant "
-    "__exit__ from there, or a second thread finishing the same generation (a cache miss "
-    "lets the GIL switch), records the request twice; PyLLMGeneration sets _done first",
-)
+# Was a defect of the C path: GenerationCore.__exit__ sets done only after build()
+# returns, and build() runs Python code (the metadata cache hashes the model name, the
+# clock): a re-entrant __exit__ from there, or a second thread finishing the same
+# generation (a cache miss lets the GIL switch), records the request twice;
+# PyLLMGeneration sets _done first
 def test_reentrant_exit_records_the_request_once():
     out = {}
     for name, cls in (("c", timers.LLMGeneration), ("py", timers.PyLLMGeneration)):
@@ -314,13 +290,9 @@ def test_reentrant_exit_records_the_request_once():
     assert out == {"py": 1, "c": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the C bases keep their state in C members that copy/pickle do not see "
-    "(no __reduce__/__getstate__ on GenerationCore or SessionCore): copy.copy() of a "
-    'LLMGeneration (or of an AgentSession) raises TypeError "cannot pickle"; the '
-    "pure-Python classes copy",
-)
+# Was a defect of the C path: the C bases keep their state in C members that copy/pickle
+# do not see (no __reduce__/__getstate__ on GenerationCore or SessionCore): copy.copy()
+# of a cannot picklepure-Python classes copy
 def test_copy_of_a_generation_works_as_in_python():
     s = AgentSession(session_id="x")
     ref = copy.copy(timers.PyLLMGeneration(s, model="m", label="L"))

@@ -8,8 +8,10 @@ the tests run each C function against its Python counterpart.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from types import ModuleType
+from types import MemberDescriptorType, ModuleType
+from typing import Any
 
 speedups: ModuleType | None = None
 if os.environ.get("CALLMETER_PURE_PYTHON", "").strip() in ("", "0"):
@@ -17,3 +19,15 @@ if os.environ.get("CALLMETER_PURE_PYTHON", "").strip() in ("", "0"):
         from . import _speedups as speedups  # type: ignore[attr-defined,no-redef]
     except ImportError:
         speedups = None
+
+
+def c_state(obj: object, base: type) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``__getstate__`` for a class with a C base from this module: its ``__dict__`` and
+    the values in the base's slots, so ``copy`` and ``pickle`` treat it as they treat the
+    pure-Python class (whose state is all in ``__dict__``)."""
+    slots = {}
+    for name, descr in vars(base).items():
+        if isinstance(descr, MemberDescriptorType):
+            with contextlib.suppress(AttributeError):  # deleted: stays deleted in the copy
+                slots[name] = descr.__get__(obj, type(obj))
+    return getattr(obj, "__dict__", None) or None, slots

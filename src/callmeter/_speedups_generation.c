@@ -20,8 +20,8 @@ typedef struct {
     PyObject *first; /* _first: perf_counter() at the first token, or None */
     PyObject *usage; /* _usage: (prompt, completion, cached, total), or None */
     PyObject *extra; /* _extra: (cache_creation, reasoning, audio_in, audio_out), or None */
-    double t0, wall0;
-    char done;
+    PyObject *t0, *wall0; /* _t0, _wall0: perf_counter() and time() at the start */
+    PyObject *done;       /* _done */
 } Generation;
 
 static PyTypeObject *gen_type = NULL;  /* LLMGeneration (the Python subclass) */
@@ -30,7 +30,9 @@ static PyObject *metadata_of = NULL;   /* timers._metadata(model, provider) */
 static PyObject *speech_id_var = NULL; /* the ContextVar of the current speech_id */
 static PyObject *wall_clock, *perf_clock; /* time.time, time.perf_counter */
 static PyObject *s_record_checked, *s_emit_metrics;
-static PyObject *empty_str, *zero;
+static PyObject *empty_str, *zero, *float_zero;
+static PyObject *py_build_checked = NULL; /* PyLLMGeneration._build_checked */
+static PyObject *s_build_checked = NULL;
 
 #define N_USAGE 8
 static const char *usage_names[N_USAGE] = {
@@ -59,6 +61,9 @@ gen_traverse(Generation *self, visitproc visit, void *arg)
     Py_VISIT(self->first);
     Py_VISIT(self->usage);
     Py_VISIT(self->extra);
+    Py_VISIT(self->t0);
+    Py_VISIT(self->wall0);
+    Py_VISIT(self->done);
     return 0;
 }
 
@@ -77,6 +82,9 @@ gen_clear(Generation *self)
     Py_CLEAR(self->first);
     Py_CLEAR(self->usage);
     Py_CLEAR(self->extra);
+    Py_CLEAR(self->t0);
+    Py_CLEAR(self->wall0);
+    Py_CLEAR(self->done);
     return 0;
 }
 
@@ -107,6 +115,9 @@ gen_alloc(PyTypeObject *tp)
     self->first = Py_NewRef(Py_None);
     self->usage = Py_NewRef(Py_None);
     self->extra = Py_NewRef(Py_None);
+    self->t0 = Py_NewRef(float_zero);
+    self->wall0 = Py_NewRef(float_zero);
+    self->done = Py_NewRef(Py_False);
     return (PyObject *)self;
 }
 
@@ -160,22 +171,25 @@ gen_enter(Generation *self, PyObject *unused)
 {
     if (!ready())
         return NULL;
+    if (self->speech_id == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "speech_id");
+        return NULL;
+    }
     if (self->speech_id == Py_None) {
         PyObject *sid;
         if (PyContextVar_Get(speech_id_var, Py_None, &sid) < 0)
             return NULL;
-        Py_SETREF(self->speech_id, sid);
+        Py_XSETREF(self->speech_id, sid);
     }
     double wall, perf;
-    PyObject *t = call_clock(wall_clock, &wall);
+    PyObject *w = call_clock(wall_clock, &wall);
+    if (w == NULL)
+        return NULL;
+    Py_XSETREF(self->wall0, w);
+    PyObject *t = call_clock(perf_clock, &perf);
     if (t == NULL)
         return NULL;
-    Py_DECREF(t);
-    if ((t = call_clock(perf_clock, &perf)) == NULL)
-        return NULL;
-    Py_DECREF(t);
-    self->wall0 = wall;
-    self->t0 = perf;
+    Py_XSETREF(self->t0, t);
     return Py_NewRef(self);
 }
 
@@ -184,12 +198,12 @@ gen_first_token(Generation *self, PyObject *unused)
 {
     if (!ready())
         return NULL;
-    if (self->first == Py_None) {
+    if (self->first == Py_None || self->first == NULL) {
         double perf;
         PyObject *t = call_clock(perf_clock, &perf);
         if (t == NULL)
             return NULL;
-        Py_SETREF(self->first, t);
+        Py_XSETREF(self->first, t);
     }
     Py_RETURN_NONE;
 }
@@ -261,8 +275,8 @@ gen_set_usage(Generation *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     else {
         Py_INCREF(extra);
     }
-    Py_SETREF(self->usage, usage);
-    Py_SETREF(self->extra, extra);
+    Py_XSETREF(self->usage, usage);
+    Py_XSETREF(self->extra, extra);
     Py_RETURN_NONE;
 }
 
@@ -340,7 +354,11 @@ build(Generation *self, double end, int *checked)
     else {
         goto unusual;
     }
-    double t0 = self->t0, wall0 = self->wall0, duration = end - t0, ttft, tps;
+    if (self->t0 == NULL || !PyFloat_CheckExact(self->t0) || self->wall0 == NULL ||
+        !PyFloat_CheckExact(self->wall0))
+        goto unusual;
+    double t0 = PyFloat_AS_DOUBLE(self->t0), wall0 = PyFloat_AS_DOUBLE(self->wall0);
+    double duration = end - t0, ttft, tps;
     if (first_obj == Py_None) {
         ttft = -1.0;
         tps = 0.0;
@@ -423,27 +441,29 @@ gen_exit(Generation *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
 {
     if (!ready())
         return NULL;
-    if (self->done)
+    if (self->done == Py_True)
         Py_RETURN_NONE;
-    if (nargs < 1 || nargs > 3 || kwnames != NULL || args[0] != Py_None ||
-        self->error != Py_None || self->cancelled != Py_False || self->ended_at != Py_None ||
-        self->session == NULL)
+    if (self->done != Py_False || nargs < 1 || nargs > 3 || kwnames != NULL ||
+        args[0] != Py_None || self->error != Py_None || self->cancelled != Py_False ||
+        self->ended_at != Py_None || self->session == NULL ||
+        _PyType_Lookup(Py_TYPE(self), s_build_checked) != py_build_checked)
         return reference(py_exit, (PyObject *)self, args, nargs, kwnames);
+    /* Done before anything that can run Python code (the clock, the metadata cache), as
+       in Python: a second exit, from that code or another thread, records nothing. */
+    Py_XSETREF(self->done, Py_NewRef(Py_True));
     double end;
     PyObject *t = call_clock(perf_clock, &end);
-    if (t == NULL)
-        return NULL;
-    Py_DECREF(t);
     int checked = 0;
-    PyObject *m = build(self, end, &checked);
+    PyObject *m = t == NULL ? NULL : build(self, end, &checked);
+    Py_XDECREF(t);
     if (m == NULL) { /* the reference redoes it, and logs and counts what fails */
         if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
             PyErr_ExceptionMatches(PyExc_SystemExit))
             return NULL;
         PyErr_Clear();
+        Py_XSETREF(self->done, Py_NewRef(Py_False));
         return reference(py_exit, (PyObject *)self, args, nargs, kwnames);
     }
-    self->done = 1;
     if (self->session == NULL) { /* deleted while the metric was built */
         Py_DECREF(m);
         PyErr_SetString(PyExc_AttributeError, "_session");
@@ -478,21 +498,23 @@ static PyMethodDef gen_methods[] = {
 
 #define MEMBER(name, type, field) {name, type, offsetof(Generation, field), 0, NULL}
 static PyMemberDef gen_members[] = {
-    MEMBER("_session", T_OBJECT, session),
-    MEMBER("model", T_OBJECT, model),
-    MEMBER("provider", T_OBJECT, provider),
-    MEMBER("label", T_OBJECT, label),
-    MEMBER("request_id", T_OBJECT, request_id),
-    MEMBER("speech_id", T_OBJECT, speech_id),
+    /* Set by __init__ in Python (deleted: AttributeError); the others have class
+       defaults there (deleted: None, as the default reads). */
+    MEMBER("_session", T_OBJECT_EX, session),
+    MEMBER("model", T_OBJECT_EX, model),
+    MEMBER("provider", T_OBJECT_EX, provider),
+    MEMBER("label", T_OBJECT_EX, label),
+    MEMBER("request_id", T_OBJECT_EX, request_id),
+    MEMBER("speech_id", T_OBJECT_EX, speech_id),
     MEMBER("error", T_OBJECT, error),
     MEMBER("cancelled", T_OBJECT, cancelled),
     MEMBER("ended_at", T_OBJECT, ended_at),
     MEMBER("_first", T_OBJECT, first),
     MEMBER("_usage", T_OBJECT, usage),
     MEMBER("_extra", T_OBJECT, extra),
-    MEMBER("_t0", T_DOUBLE, t0),
-    MEMBER("_wall0", T_DOUBLE, wall0),
-    MEMBER("_done", T_BOOL, done),
+    MEMBER("_t0", T_OBJECT, t0),
+    MEMBER("_wall0", T_OBJECT, wall0),
+    MEMBER("_done", T_OBJECT, done),
     {NULL, 0, 0, 0, NULL},
 };
 #undef MEMBER
@@ -543,21 +565,21 @@ new_llm_generation(PyObject *session, PyObject *const *args, Py_ssize_t nargs,
     Generation *gen = (Generation *)gen_alloc(gen_type);
     if (gen == NULL)
         return NULL;
-    Py_SETREF(gen->session, Py_NewRef(session));
-    Py_SETREF(gen->model, Py_NewRef(v[0]));
-    Py_SETREF(gen->provider, Py_NewRef(v[1]));
-    Py_SETREF(gen->label, Py_NewRef(v[2]));
-    Py_SETREF(gen->request_id, Py_NewRef(v[3]));
-    Py_SETREF(gen->speech_id, Py_NewRef(v[4]));
+    Py_XSETREF(gen->session, Py_NewRef(session));
+    Py_XSETREF(gen->model, Py_NewRef(v[0]));
+    Py_XSETREF(gen->provider, Py_NewRef(v[1]));
+    Py_XSETREF(gen->label, Py_NewRef(v[2]));
+    Py_XSETREF(gen->request_id, Py_NewRef(v[3]));
+    Py_XSETREF(gen->speech_id, Py_NewRef(v[4]));
     return (PyObject *)gen;
 }
 
 static PyObject *
 configure_generation(PyObject *module, PyObject *args)
 {
-    PyObject *tp, *exit_, *set_usage, *llm_gen, *md, *var, *wall, *perf;
-    if (!PyArg_ParseTuple(args, "O!OOOOOOO", &PyType_Type, &tp, &exit_, &set_usage, &llm_gen,
-                          &md, &var, &wall, &perf))
+    PyObject *tp, *exit_, *build_checked, *set_usage, *llm_gen, *md, *var, *wall, *perf;
+    if (!PyArg_ParseTuple(args, "O!OOOOOOOO", &PyType_Type, &tp, &exit_, &build_checked,
+                          &set_usage, &llm_gen, &md, &var, &wall, &perf))
         return NULL;
     if (llm_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure() the LLMMetrics type first");
@@ -581,10 +603,13 @@ configure_generation(PyObject *module, PyObject *args)
     if ((s_record_checked == NULL &&
          (s_record_checked = PyUnicode_InternFromString("_record_checked")) == NULL) ||
         (s_emit_metrics == NULL &&
-         (s_emit_metrics = PyUnicode_InternFromString("emit_metrics")) == NULL))
+         (s_emit_metrics = PyUnicode_InternFromString("emit_metrics")) == NULL) ||
+        (s_build_checked == NULL &&
+         (s_build_checked = PyUnicode_InternFromString("_build_checked")) == NULL))
         return NULL;
     Py_XSETREF(gen_type, (PyTypeObject *)Py_NewRef(tp));
     Py_XSETREF(py_exit, Py_NewRef(exit_));
+    Py_XSETREF(py_build_checked, Py_NewRef(build_checked));
     Py_XSETREF(py_set_usage, Py_NewRef(set_usage));
     Py_XSETREF(py_llm_generation, Py_NewRef(llm_gen));
     Py_XSETREF(metadata_of, Py_NewRef(md));
@@ -596,7 +621,7 @@ configure_generation(PyObject *module, PyObject *args)
 
 static PyMethodDef generation_functions[] = {
     {"configure_generation", configure_generation, METH_VARARGS,
-     "configure_generation(LLMGeneration, exit, set_usage, llm_generation, metadata, "
+     "configure_generation(LLMGeneration, exit, build_checked, set_usage, llm_generation, metadata, "
      "speech_id_var, wall_clock, perf_clock): the references and what the C path uses."},
     {NULL, NULL, 0, NULL},
 };
@@ -604,7 +629,8 @@ static PyMethodDef generation_functions[] = {
 int
 generation_init(PyObject *module)
 {
-    if ((zero = PyLong_FromLong(0)) == NULL || (empty_str = PyUnicode_InternFromString("")) == NULL)
+    if ((zero = PyLong_FromLong(0)) == NULL || (float_zero = PyFloat_FromDouble(0.0)) == NULL ||
+        (empty_str = PyUnicode_InternFromString("")) == NULL)
         return -1;
     if (PyType_Ready(&GenerationCore_Type) < 0)
         return -1;

@@ -34,7 +34,8 @@ static PyObject *py_record = NULL;    /* Recording._record_checked */
 static PyObject *py_collect = NULL;   /* Collecting.collect */
 static PyObject *isawaitable = NULL;  /* inspect.isawaitable */
 
-static PyObject *s_metrics_collected, *s_emit_slow, *s_flush, *s_add, *s_handler_failed,
+static PyObject *core_record_checked_descr = NULL; /* SessionCore._record_checked */
+static PyObject *s_metrics_collected, *s_get, *s_record_checked, *s_emit_slow, *s_flush, *s_add, *s_handler_failed,
     *s_schedule, *s_dispatch, *s_record_failed, *s_collect_close, *s_collect_slow,
     *s_speech_id, *s_timestamp;
 
@@ -217,20 +218,65 @@ failed:
     return call_handling((PyObject *)self, s_handler_failed, s_metrics_collected, fast);
 }
 
-/* What comes after the check; NULL only for KeyboardInterrupt and SystemExit. */
+/* mapping.get(key) as Python evaluates it: a dict directly, anything else by its get. */
+static PyObject *
+mapping_get(PyObject *mapping, PyObject *key)
+{
+    if (PyDict_CheckExact(mapping)) {
+        PyObject *v = PyDict_GetItemWithError(mapping, key);
+        if (v == NULL)
+            return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+        return Py_NewRef(v);
+    }
+    return PyObject_CallMethodOneArg(mapping, s_get, key);
+}
+
+/* self.<slot>, or AttributeError as Python raises it for a deleted attribute. */
+static PyObject *
+slot(PyObject *value, const char *name)
+{
+    if (value == NULL)
+        PyErr_SetString(PyExc_AttributeError, name);
+    return Py_XNewRef(value);
+}
+
+static PyObject *record_body(SessionCore *self, PyObject *m);
+
+/* What comes after the check (Recording._record_checked); NULL only for
+   KeyboardInterrupt and SystemExit. */
 static PyObject *
 record(SessionCore *self, PyObject *m)
 {
+    if (Py_EnterRecursiveCall(" while recording a metrics event")) {
+        if (must_propagate())
+            return NULL;
+        if (call_handling((PyObject *)self, s_record_failed, NULL, NULL) < 0 && must_propagate())
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    /* As in Python, first: the previous event may be released here and its finalizer may
+       run Python code, so the slots are checked after it. */
+    Py_INCREF(m);
+    Py_XSETREF(FIELD(last_valid, last_valid_off), m);
+    PyObject *res;
     if (self->session_id == NULL || self->agent_name == NULL || self->labels == NULL ||
         self->collector == NULL || self->fast_handler == NULL || self->next_seq == NULL ||
         self->pending == NULL || !PyList_CheckExact(self->pending) ||
         self->open_turns == NULL || !PyDict_CheckExact(self->open_turns) ||
         self->handlers == NULL || !PyDict_CheckExact(self->handlers))
-        return PyObject_CallFunctionObjArgs(py_record, (PyObject *)self, m, NULL);
-    Py_INCREF(m);
-    Py_XSETREF(FIELD(last_valid, last_valid_off), m);
+        res = PyObject_CallFunctionObjArgs(py_record, (PyObject *)self, m, NULL);
+    else
+        res = record_body(self, m);
+    Py_LeaveRecursiveCall();
+    return res;
+}
 
+static PyObject *
+record_body(SessionCore *self, PyObject *m)
+{
     PyObject *seq = NULL, *created_at = NULL, *handlers = NULL, *event = NULL, *fast = NULL;
+    PyObject *turns = NULL, *sid = NULL, *turn = NULL, *next_seq = NULL;
     if (PyList_Append(self->pending, m) < 0)
         goto fail;
     if (PyList_GET_SIZE(self->pending) >= lazy_batch) {
@@ -241,18 +287,17 @@ record(SessionCore *self, PyObject *m)
             goto fail;
         Py_DECREF(res);
     }
-    /* Python code ran above (another thread may too): every slot is checked again before
-       use. */
-    if (self->open_turns == NULL || !PyDict_CheckExact(self->open_turns)) {
-        PyErr_SetString(PyExc_TypeError, "_open_turns must be a dict");
+    /* From here on Python code may have run (the flush; another thread): every slot is
+       read again, and used as Python would use whatever it now holds. */
+    if ((turns = slot(self->open_turns, "_open_turns")) == NULL)
         goto fail;
-    }
-    if (PyDict_GET_SIZE(self->open_turns)) { /* hand the event to its open turn */
-        PyObject *sid;
+    int open = PyDict_CheckExact(turns) ? PyDict_GET_SIZE(turns) > 0 : PyObject_IsTrue(turns);
+    if (open < 0)
+        goto fail;
+    if (open) { /* hand the event to its open turn (the mapping read before speech_id) */
         if (Py_TYPE(m) == llm_type) {
             sid = FIELD(m, llm_off[F_SPEECH_ID]);
-            sid = sid == NULL ? Py_None : sid;
-            Py_INCREF(sid);
+            sid = Py_NewRef(sid == NULL ? Py_None : sid);
         }
         else if ((sid = PyObject_GetAttr(m, s_speech_id)) == NULL) { /* getattr(m, .., None) */
             if (!PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -260,50 +305,30 @@ record(SessionCore *self, PyObject *m)
             PyErr_Clear();
             sid = Py_NewRef(Py_None);
         }
-        PyObject *turns = Py_NewRef(self->open_turns);
-        PyObject *turn = PyDict_GetItemWithError(turns, sid);
-        Py_XINCREF(turn);
-        Py_DECREF(turns);
-        Py_DECREF(sid);
-        if (turn == NULL && PyErr_Occurred())
+        if ((turn = mapping_get(turns, sid)) == NULL)
             goto fail;
-        if (turn != NULL) {
+        if (turn != Py_None) {
             PyObject *res = PyObject_CallMethodOneArg(turn, s_add, m);
-            Py_DECREF(turn);
             if (res == NULL)
                 goto fail;
             Py_DECREF(res);
         }
     }
-    if (self->next_seq == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "_next_seq");
+    if ((next_seq = slot(self->next_seq, "_next_seq")) == NULL ||
+        (seq = PyObject_CallNoArgs(next_seq)) == NULL)
         goto fail;
-    }
-    PyObject *next_seq = Py_NewRef(self->next_seq);
-    seq = PyObject_CallNoArgs(next_seq);
-    Py_DECREF(next_seq);
-    if (seq == NULL)
+    PyObject *all = slot(self->handlers, "_handlers");
+    if (all == NULL)
         goto fail;
-    if (self->handlers == NULL || !PyDict_CheckExact(self->handlers)) {
-        PyErr_SetString(PyExc_TypeError, "_handlers must be a dict");
+    handlers = mapping_get(all, s_metrics_collected);
+    Py_DECREF(all);
+    if (handlers == NULL)
         goto fail;
-    }
-    handlers = PyDict_GetItemWithError(self->handlers, s_metrics_collected);
-    if (handlers == NULL) {
-        if (PyErr_Occurred())
-            goto fail;
-        Py_DECREF(seq);
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(handlers);
     int any = PyObject_IsTrue(handlers);
-    if (any <= 0) {
-        if (any < 0)
-            goto fail;
-        Py_DECREF(seq);
-        Py_DECREF(handlers);
-        Py_RETURN_NONE;
-    }
+    if (any < 0)
+        goto fail;
+    if (!any)
+        goto done;
     if (Py_TYPE(m) == llm_type) {
         created_at = FIELD(m, llm_off[F_TIMESTAMP]);
         if (created_at == NULL) {
@@ -338,11 +363,16 @@ record(SessionCore *self, PyObject *m)
             goto fail;
         Py_DECREF(res);
     }
+done:
     Py_XDECREF(fast);
-    Py_DECREF(event);
-    Py_DECREF(created_at);
-    Py_DECREF(handlers);
-    Py_DECREF(seq);
+    Py_XDECREF(event);
+    Py_XDECREF(created_at);
+    Py_XDECREF(handlers);
+    Py_XDECREF(seq);
+    Py_XDECREF(next_seq);
+    Py_XDECREF(turn);
+    Py_XDECREF(sid);
+    Py_XDECREF(turns);
     Py_RETURN_NONE;
 
 fail:
@@ -351,6 +381,10 @@ fail:
     Py_XDECREF(created_at);
     Py_XDECREF(handlers);
     Py_XDECREF(seq);
+    Py_XDECREF(next_seq);
+    Py_XDECREF(turn);
+    Py_XDECREF(sid);
+    Py_XDECREF(turns);
     if (must_propagate())
         return NULL;
     /* Anything else is logged (Recording._record_failed) and never reaches the caller. */
@@ -381,6 +415,8 @@ core_emit_metrics(SessionCore *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     if (!ok) /* the Python check names what is wrong, or accepts a subclass */
         return PyObject_CallMethodOneArg((PyObject *)self, s_emit_slow, m);
+    if (_PyType_Lookup(Py_TYPE(self), s_record_checked) != core_record_checked_descr)
+        return PyObject_CallMethodOneArg((PyObject *)self, s_record_checked, m); /* overridden */
     return record(self, m);
 }
 
@@ -512,10 +548,12 @@ ccore_collect(CollectorCore *self, PyObject *const *args, Py_ssize_t nargs,
     if (buf == NULL || !PyList_CheckExact(buf) || self->batch == NULL ||
         !PyLong_CheckExact(self->batch)) /* odd state: the Python path appends */
         return PyObject_CallMethodOneArg((PyObject *)self, s_collect_slow, m);
-    if (PyList_Append(buf, m) < 0) /* atomic: no lock on the per-event path */
-        return NULL;
     Py_ssize_t batch = PyLong_AsSsize_t(self->batch);
-    if (batch == -1 && PyErr_Occurred())
+    if (batch == -1 && PyErr_Occurred()) { /* beyond a C size: Python compares it */
+        PyErr_Clear();
+        return PyObject_CallMethodOneArg((PyObject *)self, s_collect_slow, m);
+    }
+    if (PyList_Append(buf, m) < 0) /* atomic: no lock on the per-event path */
         return NULL;
     if (PyList_GET_SIZE(buf) >= batch)
         return PyObject_CallMethodNoArgs((PyObject *)self, s_flush);
@@ -573,6 +611,7 @@ intern_names(void)
 {
     struct { PyObject **s; const char *text; } names[] = {
         {&s_metrics_collected, "metrics_collected"}, {&s_emit_slow, "_emit_slow"},
+        {&s_get, "get"}, {&s_record_checked, "_record_checked"},
         {&s_flush, "_flush"}, {&s_add, "_add"}, {&s_handler_failed, "_handler_failed"},
         {&s_schedule, "_schedule"}, {&s_dispatch, "_dispatch"},
         {&s_record_failed, "_record_failed"}, {&s_collect_close, "_collect_close"},
@@ -648,6 +687,10 @@ record_init(PyObject *module)
 {
     if (PyType_Ready(&SessionCore_Type) < 0 || PyType_Ready(&CollectorCore_Type) < 0)
         return -1;
+    core_record_checked_descr = PyDict_GetItemString(SessionCore_Type.tp_dict, "_record_checked");
+    if (core_record_checked_descr == NULL)
+        return -1;
+    Py_INCREF(core_record_checked_descr);
     if (PyModule_AddObjectRef(module, "SessionCore", (PyObject *)&SessionCore_Type) < 0 ||
         PyModule_AddObjectRef(module, "CollectorCore", (PyObject *)&CollectorCore_Type) < 0)
         return -1;

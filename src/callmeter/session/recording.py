@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._native import speedups
+from .._native import c_state, speedups
 from ..errors import InvalidArgumentError
 from ..model import validate
 from ..model.events import RECORD_VERSION, MetricsCollectedEvent
@@ -152,7 +152,8 @@ class Recording:
 
 if not TYPE_CHECKING and speedups is not None:  # LLMGeneration has its C base then
     speedups.configure_generation(
-        LLMGeneration, PyLLMGeneration.__exit__, PyLLMGeneration.set_usage,
+        LLMGeneration, PyLLMGeneration.__exit__, PyLLMGeneration._build_checked,
+        PyLLMGeneration.set_usage,
         Recording.llm_generation, _metadata, current_speech_id_var, time.time,
         time.perf_counter,
     )  # fmt: skip
@@ -176,3 +177,6 @@ if (
         """:class:`Recording` with its common case in C."""
 
         __slots__ = ()
+
+        def __getstate__(self) -> Any:
+            return c_state(self, speedups.SessionCore)

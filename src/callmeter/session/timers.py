@@ -19,7 +19,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._native import speedups
+from .._native import c_state, speedups
 from ..model.types import LLMMetrics, Metadata, STTMetrics, ToolMetrics, TTSMetrics
 from .context import current_speech_id_var, current_tool_name_var
 
@@ -358,6 +358,9 @@ if not TYPE_CHECKING and speedups is not None:
         # The C base handles the common case of __enter__, first_token, set_usage and
         # __exit__, and calls PyLLMGeneration's methods for everything else.
         __doc__ = PyLLMGeneration.__doc__
+
+        def __getstate__(self) -> Any:
+            return c_state(self, speedups.GenerationCore)
 
 
 class ToolCall(_Timer):
