@@ -76,6 +76,16 @@ C_ONLY_XFAIL = {
         "Metadata without calling timers._metadata (lru_cache, which hashes the model): "
         "a model name whose __hash__ raises is recorded on the C path, rejected in Python"
     ),
+    "subclass_attribute": (
+        "gen_exit reads error/cancelled/ended_at/label/... from the C slots: a subclass of "
+        "LLMGeneration that overrides one of them (a property, or a class attribute that "
+        "shadows the slot) is ignored, where PyLLMGeneration reads self.cancelled"
+    ),
+    "fallback_reruns": (
+        "when the C build fails (metadata() raised), gen_exit resets _done and calls the "
+        "Python __exit__, which runs the model's __hash__ a second time: a failure that "
+        "happens once is recorded on the C path, rejected in Python"
+    ),
 }
 
 
@@ -158,6 +168,55 @@ def test_metadata_cache_behaves_as_the_lru_cache(path):
     # Python: the second request's _metadata(model, None) raises, logged and rejected.
     assert s.rejected_events == 1
     assert len(s._pending) == 1  # not added up: the collector would hash the name again
+
+
+@pytest.mark.parametrize("path", _xfail_c("subclass_attribute"))
+def test_subclass_property_for_cancelled_is_read(path):
+    base = timers.LLMGeneration if path == "c" else timers.PyLLMGeneration
+
+    class StreamGeneration(base):  # cancelled when the stream was abandoned
+        stream_abandoned = True
+
+        @property
+        def cancelled(self) -> bool:
+            return self.stream_abandoned
+
+        @cancelled.setter
+        def cancelled(self, value: bool) -> None:
+            self.stream_abandoned = value
+
+    s = _session(path)
+    with StreamGeneration(s, model="m") as gen:
+        gen.set_usage(1, 2)
+    assert s._pending[-1].cancelled is True
+
+
+class _FailsOnce(str):
+    """A model name whose first hash fails (a transient failure)."""
+
+    hashed = 0
+
+    def __hash__(self) -> int:
+        type(self).hashed += 1
+        if type(self).hashed == 1:
+            raise RuntimeError("transient")
+        return str.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        return str.__eq__(self, other)
+
+
+@pytest.mark.parametrize("path", _xfail_c("fallback_reruns"))
+def test_failed_build_runs_the_model_hash_once(path):
+    timers._metadata.cache_clear()
+    _FailsOnce.hashed = 0
+    s = _session(path)
+    gen = _generation(path, s)
+    gen.model = _FailsOnce("gpt-4o-mini")
+    with gen:
+        gen.set_usage(1, 2)
+    assert _FailsOnce.hashed == 1
+    assert (s.rejected_events, len(s._pending)) == (1, 0)
 
 
 # -- attacks the C path survived -------------------------------------------------------
