@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
+import subprocess
 import sys
 import threading
 
@@ -85,6 +87,11 @@ C_ONLY_XFAIL = {
         "when the C build fails (metadata() raised), gen_exit resets _done and calls the "
         "Python __exit__, which runs the model's __hash__ a second time: a failure that "
         "happens once is recorded on the C path, rejected in Python"
+    ),
+    "pickle_protocol": (
+        "pickle protocols 0 and 1 of a C LLMGeneration raise TypeError (cannot pickle "
+        "'GenerationCore' object): copyreg._reduce_ex reduces it by its first C base, "
+        "which has no __reduce__; the pure-Python class pickles with every protocol"
     ),
 }
 
@@ -217,6 +224,28 @@ def test_failed_build_runs_the_model_hash_once(path):
         gen.set_usage(1, 2)
     assert _FailsOnce.hashed == 1
     assert (s.rejected_events, len(s._pending)) == (1, 0)
+
+
+_PICKLE_GENERATION = """
+import pickle, sys
+from callmeter.session import timers
+gen = timers.LLMGeneration(None, model="m", label="L")
+gen.set_usage(1, 2)
+gen.first_token()
+for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+    c = pickle.loads(pickle.dumps(gen, protocol))
+    assert (c.model, c.label, c._usage, c._first) == ("m", "L", (1, 2, 0, 3), gen._first)
+"""
+
+
+@pytest.mark.parametrize("path", _xfail_c("pickle_protocol"))
+def test_generation_pickles_with_every_protocol(path):
+    env = dict(os.environ, CALLMETER_PURE_PYTHON="0" if path == "c" else "1")
+    proc = subprocess.run(
+        [sys.executable, "-c", _PICKLE_GENERATION], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
 
 
 # -- attacks the C path survived -------------------------------------------------------
