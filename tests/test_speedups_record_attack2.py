@@ -93,6 +93,12 @@ C_ONLY_XFAIL = {
         "'GenerationCore' object): copyreg._reduce_ex reduces it by its first C base, "
         "which has no __reduce__; the pure-Python class pickles with every protocol"
     ),
+    "interval_crash": (
+        "add_interval in _speedups.c keeps n = len(ends) across Python comparisons: a start "
+        "(replaced on the event after its check) whose __gt__ empties the union's ends "
+        "makes PyList_GET_ITEM(ends, n - 1) read a freed array: segfault; Python logs an "
+        "IndexError and goes on"
+    ),
 }
 
 
@@ -246,6 +252,40 @@ def test_generation_pickles_with_every_protocol(path):
         timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+
+
+_EMPTIED_ENDS = """
+from callmeter import metrics
+from callmeter.metrics import UsageCollector
+T0 = 1.79e9
+coll = UsageCollector(prices=False)
+def llm(st):
+    return metrics.LLMMetrics(timestamp=T0, started_at=st, duration=0.5, prompt_tokens=3)
+coll.collect(llm(T0))
+coll.get_summary()  # one interval in the union
+
+class Start(float):  # comparing it empties the union's ends
+    def __gt__(self, other):
+        del coll._timeline._ends[:]
+        return False
+    def __ge__(self, other):
+        return True
+
+m = llm(T0 + 0.1)
+coll.collect(m)
+m.started_at = Start(T0 + 0.1)  # after the check, before the batch is added up
+coll.get_summary()
+"""
+
+
+@pytest.mark.parametrize("path", _xfail_c("interval_crash"))
+def test_comparison_that_empties_the_interval_union_does_not_crash(path):
+    env = dict(os.environ, CALLMETER_PURE_PYTHON="0" if path == "c" else "1")
+    proc = subprocess.run(
+        [sys.executable, "-c", _EMPTIED_ENDS], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 # -- attacks the C path survived -------------------------------------------------------
