@@ -96,7 +96,7 @@ C_ONLY_XFAIL = {
     "interval_crash": (
         "add_interval in _speedups.c keeps n = len(ends) across Python comparisons: a start "
         "(replaced on the event after its check) whose __gt__ empties the union's ends "
-        "makes PyList_GET_ITEM(ends, n - 1) read a freed array: segfault; Python logs an "
+        "makes PyList_GET_ITEM(ends, n - 1) read the emptied list (NULL): segfault; Python logs an "
         "IndexError and goes on"
     ),
 }
@@ -398,3 +398,58 @@ def test_eight_threads_of_mixed_operations_keep_exact_totals():
     assert u.llm_prompt_tokens == 4 * n * 2 + 4 * n * 3
     assert u.llm_completion_tokens == 4 * n * 3 + 4 * n * 2
     assert s.rejected_events == 0
+
+
+class _SlowHashName(str):
+    """A model name whose hash runs Python code (and so lets other threads run)."""
+
+    def __hash__(self) -> int:
+        return str.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        return str.__eq__(self, other)
+
+
+def test_metadata_cache_under_eight_threads_with_turns_and_two_sessions():
+    # The last-model cache of metadata() is shared by every session and thread: each
+    # metric must still carry its own model, and its turn's speech_id.
+    sessions = [AgentSession(session_id="a"), AgentSession(session_id="b")]
+    received: list[list[object]] = [[], []]
+    for s, got in zip(sessions, received, strict=True):
+        s.on("metrics_collected", got.append)
+    errors: list[BaseException] = []
+    n = 300
+
+    def worker(k: int) -> None:
+        s = sessions[k % 2]
+        model = _SlowHashName(f"model-{k}")
+        try:
+            for j in range(n):
+                with s.turn(f"t{k}-{j % 5}"):
+                    gen = s.llm_generation(None, "p", label=f"L{k}")
+                    gen.model = model if j % 2 else f"plain-{k}"
+                    with gen:
+                        gen.set_usage(1, 1)
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    seen = 0
+    for s, got in zip(sessions, received, strict=True):
+        for event in got:
+            m = event.metrics
+            assert event.session_id == s.session_id
+            if not isinstance(m, metrics.LLMMetrics):
+                continue  # the turns' own TurnMetrics
+            k = m.label[1:]
+            assert m.metadata.model_name in (f"model-{k}", f"plain-{k}")
+            assert m.speech_id.startswith(f"t{k}-")
+            seen += 1
+        assert s.rejected_events == 0
+        assert s.usage.llm_requests == sum(isinstance(e.metrics, metrics.LLMMetrics) for e in got)
+    assert seen == 8 * n
