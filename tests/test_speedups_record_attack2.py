@@ -99,6 +99,12 @@ C_ONLY_XFAIL = {
         "makes PyList_GET_ITEM(ends, n - 1) read the emptied list (NULL): segfault; Python logs an "
         "IndexError and goes on"
     ),
+    "patched_clock": (
+        "GenerationCore reads the clocks it was configured with (time.time and "
+        "time.perf_counter, in configure_generation) where PyLLMGeneration calls the "
+        "module's _wall and _perf: under freezegun.freeze_time, which replaces those module "
+        "attributes, Python records the frozen time and the C path the real one"
+    ),
 }
 
 
@@ -286,6 +292,19 @@ def test_comparison_that_empties_the_interval_union_does_not_crash(path):
         timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("path", _xfail_c("patched_clock"))
+def test_clocks_patched_on_the_module_are_used(path, monkeypatch):
+    # What freezegun.freeze_time("2030-01-01") does: it replaces every module attribute
+    # that holds time.time or time.perf_counter, here timers._wall and timers._perf.
+    monkeypatch.setattr(timers, "_wall", lambda: 1893456000.0)
+    monkeypatch.setattr(timers, "_perf", lambda: 100.0)
+    s = _session(path)
+    with _generation(path, s) as gen:
+        gen.set_usage(1, 2)
+    m = s._pending[-1]
+    assert (m.timestamp, m.started_at, m.duration) == (1893456000.0, 1893456000.0, 0.0)
 
 
 # -- attacks the C path survived -------------------------------------------------------
