@@ -472,3 +472,47 @@ def test_metadata_cache_under_eight_threads_with_turns_and_two_sessions():
         assert s.rejected_events == 0
         assert s.usage.llm_requests == sum(isinstance(e.metrics, metrics.LLMMetrics) for e in got)
     assert seen == 8 * n
+
+
+class _Name(str):
+    pass
+
+
+def test_batch_loop_matches_python_on_huge_counts_int_times_and_odd_metadata():
+    # Counts beyond 2**63 (the Python-int sums and the large-request path), int times,
+    # Metadata of str subclasses, equal Metadata objects, runs broken by speech_id.
+    mds = [
+        MD,
+        metrics.Metadata(model_name=_Name("gpt-4o-mini"), model_provider=_Name("openai")),
+        None,
+        metrics.Metadata(model_name="gpt-4o-mini", model_provider="openai"),
+    ]
+    events = []
+    for i in range(60):
+        big = [0, 1, 2**62, 2**63, 2**64 + 5, 10**30][i % 6]
+        events.append(
+            metrics.LLMMetrics(
+                timestamp=int(T0) + i,
+                started_at=int(T0) + i % 7,
+                duration=i % 3,
+                prompt_tokens=big + 10,
+                completion_tokens=big,
+                prompt_cached_tokens=i % 4,
+                cache_creation_tokens=(i % 5 == 0) * big,
+                input_audio_tokens=(i % 9 == 0) * (big + 11),
+                output_audio_tokens=i,
+                reasoning_tokens=big,
+                total_tokens=2 * big + 10,
+                usage_reported=bool(i % 4),
+                error=None if i % 6 else "E",
+                speech_id=[None, "a", "b"][i % 3],
+                metadata=mds[i % 4],
+            )
+        )
+    out = []
+    for coll in (UsageCollector(), PyCollector()):
+        for e in events:
+            coll.collect(e)
+        out.append((coll.get_summary().to_dict(), coll.rejected_events, coll._ledger.version))
+    assert out[0] == out[1]
+    assert out[0][0]["llm_requests"] == 60
