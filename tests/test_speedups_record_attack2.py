@@ -2,9 +2,9 @@
 Metadata cache and the collector's batch loop), after the fixes of the first round.
 
 Each scenario runs against the C classes and against their pure-Python reference (the
-twins of tests/test_speedups_record.py). Tests marked xfail (strict) each show a
-difference that is still there: the reason says what the C path does wrong. The others
-are attacks the C path survived.
+twins of tests/test_speedups_record.py). The tests parametrized with ``_both`` each found
+a difference between the paths, now fixed: ``FIXED`` says what the C path did wrong. The
+others are attacks the C path survived.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _llm(i: int = 0, speech_id: str | None = "s1", md: object = MD) -> metrics.L
 
 # -- defects ---------------------------------------------------------------------------
 
-C_ONLY_XFAIL = {
+FIXED = {
     "record_checked": (
         "SessionCore.emit_metrics looks _record_checked up on the type only "
         "(_PyType_Lookup in core_emit_metrics): an override set on the instance, which "
@@ -108,14 +108,12 @@ C_ONLY_XFAIL = {
 }
 
 
-def _xfail_c(key: str) -> list[object]:
-    return [
-        pytest.param("c", marks=pytest.mark.xfail(strict=True, reason=C_ONLY_XFAIL[key])),
-        "py",
-    ]
+def _both(key: str) -> list[str]:
+    assert key in FIXED  # what the C path used to do wrong here
+    return ["c", "py"]
 
 
-@pytest.mark.parametrize("path", _xfail_c("record_checked"))
+@pytest.mark.parametrize("path", _both("record_checked"))
 def test_instance_override_of_record_checked_is_honoured(path):
     # e.g. unittest.mock.patch.object(session, "_record_checked") in an agent's tests
     s = _session(path)
@@ -127,7 +125,7 @@ def test_instance_override_of_record_checked_is_honoured(path):
     assert s.usage.llm_requests == 0  # the override replaced the recording
 
 
-@pytest.mark.parametrize("path", _xfail_c("build_checked"))
+@pytest.mark.parametrize("path", _both("build_checked"))
 def test_instance_override_of_build_checked_is_honoured(path):
     s = _session(path)
     gen = _generation(path, s)
@@ -145,7 +143,7 @@ def test_instance_override_of_build_checked_is_honoured(path):
     assert s.usage.llm_completion_tokens == 7
 
 
-@pytest.mark.parametrize("path", _xfail_c("deleted_t0"))
+@pytest.mark.parametrize("path", _both("deleted_t0"))
 def test_deleted_start_time_falls_back_to_the_class_default(path):
     s = _session(path)
     gen = _generation(path, s)
@@ -173,7 +171,7 @@ class _HashOnce(str):
         return str.__eq__(self, other)
 
 
-@pytest.mark.parametrize("path", _xfail_c("metadata_cache"))
+@pytest.mark.parametrize("path", _both("metadata_cache"))
 def test_metadata_cache_behaves_as_the_lru_cache(path):
     timers._metadata.cache_clear()
     _HashOnce.hashed = 0
@@ -189,7 +187,7 @@ def test_metadata_cache_behaves_as_the_lru_cache(path):
     assert len(s._pending) == 1  # not added up: the collector would hash the name again
 
 
-@pytest.mark.parametrize("path", _xfail_c("subclass_attribute"))
+@pytest.mark.parametrize("path", _both("subclass_attribute"))
 def test_subclass_property_for_cancelled_is_read(path):
     base = timers.LLMGeneration if path == "c" else timers.PyLLMGeneration
 
@@ -225,7 +223,7 @@ class _FailsOnce(str):
         return str.__eq__(self, other)
 
 
-@pytest.mark.parametrize("path", _xfail_c("fallback_reruns"))
+@pytest.mark.parametrize("path", _both("fallback_reruns"))
 def test_failed_build_runs_the_model_hash_once(path):
     timers._metadata.cache_clear()
     _FailsOnce.hashed = 0
@@ -250,7 +248,7 @@ for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
 """
 
 
-@pytest.mark.parametrize("path", _xfail_c("pickle_protocol"))
+@pytest.mark.parametrize("path", _both("pickle_protocol"))
 def test_generation_pickles_with_every_protocol(path):
     env = dict(os.environ, CALLMETER_PURE_PYTHON="0" if path == "c" else "1")
     proc = subprocess.run(
@@ -284,7 +282,7 @@ coll.get_summary()
 """
 
 
-@pytest.mark.parametrize("path", _xfail_c("interval_crash"))
+@pytest.mark.parametrize("path", _both("interval_crash"))
 def test_comparison_that_empties_the_interval_union_does_not_crash(path):
     env = dict(os.environ, CALLMETER_PURE_PYTHON="0" if path == "c" else "1")
     proc = subprocess.run(
@@ -294,7 +292,7 @@ def test_comparison_that_empties_the_interval_union_does_not_crash(path):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("path", _xfail_c("patched_clock"))
+@pytest.mark.parametrize("path", _both("patched_clock"))
 def test_clocks_patched_on_the_module_are_used(path, monkeypatch):
     # What freezegun.freeze_time("2030-01-01") does: it replaces every module attribute
     # that holds time.time or time.perf_counter, here timers._wall and timers._perf.

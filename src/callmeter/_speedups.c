@@ -21,6 +21,7 @@ static PyTypeObject *md_type = NULL;
 static PyObject *py_check = NULL; /* the Python check, for everything not plainly valid */
 static PyObject *str_llm = NULL;  /* "llm" */
 static PyObject *str_vectors, *str_totals, *str_cost, *str_version; /* attribute names */
+static PyObject *str_model_provider, *str_model_name;
 Py_ssize_t llm_off[N_LLM];
 static Py_ssize_t md_name_off, md_provider_off;
 
@@ -57,7 +58,11 @@ configure(PyObject *self, PyObject *args)
         (str_vectors == NULL && (str_vectors = PyUnicode_InternFromString("vectors")) == NULL) ||
         (str_totals == NULL && (str_totals = PyUnicode_InternFromString("totals")) == NULL) ||
         (str_cost == NULL && (str_cost = PyUnicode_InternFromString("cost")) == NULL) ||
-        (str_version == NULL && (str_version = PyUnicode_InternFromString("version")) == NULL))
+        (str_version == NULL && (str_version = PyUnicode_InternFromString("version")) == NULL) ||
+        (str_model_provider == NULL &&
+         (str_model_provider = PyUnicode_InternFromString("model_provider")) == NULL) ||
+        (str_model_name == NULL &&
+         (str_model_name = PyUnicode_InternFromString("model_name")) == NULL))
         return NULL;
     Py_INCREF(llm);
     Py_INCREF(md);
@@ -415,29 +420,55 @@ add_interval(PyObject *st, PyObject *d, PyObject *starts, PyObject *ends, PyObje
     if (end == NULL)
         return -1;
     int rc = -1, r;
+    /* A comparison may run Python code (a float subclass) that changes the lists: each
+       item is owned while compared, and the size is read again after every comparison,
+       as Python's ends[-1] would raise on an emptied list. */
+    PyObject *last = NULL;
     Py_ssize_t n = PyList_GET_SIZE(ends);
-    if (n && (r = greater(st, PyList_GET_ITEM(ends, n - 1))) != 0) {
-        if (r < 0)
-            goto done;
-        if (PyList_Append(starts, st) < 0 || PyList_Append(ends, end) < 0)
-            goto done;
-        rc = 0;
-        goto done;
-    }
-    if (n && PyList_GET_SIZE(starts) == n &&
-        (r = greater_equal(st, PyList_GET_ITEM(starts, n - 1))) != 0) {
-        if (r < 0)
-            goto done;
-        r = greater(end, PyList_GET_ITEM(ends, n - 1));
+    if (n) {
+        last = Py_NewRef(PyList_GET_ITEM(ends, n - 1));
+        r = greater(st, last);
+        Py_CLEAR(last);
         if (r < 0)
             goto done;
         if (r) {
-            Py_INCREF(end);
-            if (PyList_SetItem(ends, n - 1, end) < 0) /* steals end, releases the old item */
+            if (PyList_Append(starts, st) < 0 || PyList_Append(ends, end) < 0)
                 goto done;
+            rc = 0;
+            goto done;
         }
-        rc = 0;
-        goto done;
+    }
+    n = PyList_GET_SIZE(ends);
+    if (n && PyList_GET_SIZE(starts) == n) {
+        last = Py_NewRef(PyList_GET_ITEM(starts, n - 1));
+        r = greater_equal(st, last);
+        Py_CLEAR(last);
+        if (r < 0)
+            goto done;
+        if (r) {
+            n = PyList_GET_SIZE(ends);
+            if (n == 0) {
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                goto done;
+            }
+            last = Py_NewRef(PyList_GET_ITEM(ends, n - 1));
+            r = greater(end, last);
+            Py_CLEAR(last);
+            if (r < 0)
+                goto done;
+            n = PyList_GET_SIZE(ends);
+            if (r && n == 0) {
+                PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+                goto done;
+            }
+            if (r) {
+                Py_INCREF(end);
+                if (PyList_SetItem(ends, n - 1, end) < 0) /* steals end, releases the old */
+                    goto done;
+            }
+            rc = 0;
+            goto done;
+        }
     }
     PyObject *res = PyObject_CallFunctionObjArgs(insert, st, end, NULL);
     if (res == NULL)
@@ -553,8 +584,8 @@ add_llm_events(PyObject *self, PyObject *args)
                 key = PyTuple_Pack(3, str_llm, Py_None, Py_None);
             }
             else {
-                PyObject *prov = PyObject_GetAttrString(md, "model_provider");
-                PyObject *name = prov ? PyObject_GetAttrString(md, "model_name") : NULL;
+                PyObject *prov = PyObject_GetAttr(md, str_model_provider);
+                PyObject *name = prov ? PyObject_GetAttr(md, str_model_name) : NULL;
                 key = name ? PyTuple_Pack(3, str_llm, prov, name) : NULL;
                 Py_XDECREF(prov);
                 Py_XDECREF(name);

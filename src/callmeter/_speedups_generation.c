@@ -25,10 +25,43 @@ typedef struct {
 } Generation;
 
 static PyTypeObject *gen_type = NULL;  /* LLMGeneration (the Python subclass) */
-static PyObject *py_exit, *py_set_usage, *py_llm_generation; /* the references */
+static PyObject *py_exit, *py_set_usage, *py_enter, *py_first_token; /* the references */
+PyObject *py_llm_generation = NULL;
 static PyObject *metadata_of = NULL;   /* timers._metadata(model, provider) */
 static PyObject *speech_id_var = NULL; /* the ContextVar of the current speech_id */
-static PyObject *wall_clock, *perf_clock; /* time.time, time.perf_counter */
+/* timers' globals: _wall, _perf and _metadata are read from there at each use, so that
+   patching them (freezegun, a test) reaches the C path as it reaches Python's. */
+static PyObject *timers_globals = NULL;
+static PyObject *s_wall, *s_perf, *s_metadata;
+
+static PyObject *
+timers_global(PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(timers_globals, name);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_NameError, "name '%U' is not defined", name);
+    return Py_XNewRef(v);
+}
+
+/* A clock of the timers module, called: the float it returns (new reference). */
+static PyObject *
+call_clock(PyObject *name, double *out)
+{
+    PyObject *clock = timers_global(name);
+    if (clock == NULL)
+        return NULL;
+    PyObject *t = PyObject_CallNoArgs(clock);
+    Py_DECREF(clock);
+    if (t == NULL)
+        return NULL;
+    if (!PyFloat_CheckExact(t)) { /* the reference handles whatever a patched clock gives */
+        Py_DECREF(t);
+        PyErr_SetString(PyExc_TypeError, "a clock returned something not a float");
+        return NULL;
+    }
+    *out = PyFloat_AS_DOUBLE(t);
+    return t;
+}
 static PyObject *s_record_checked, *s_emit_metrics;
 static PyObject *empty_str, *zero, *float_zero;
 static PyObject *py_build_checked = NULL; /* PyLLMGeneration._build_checked */
@@ -127,21 +160,6 @@ gen_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs)
     return gen_alloc(tp);
 }
 
-static inline PyObject *
-call_clock(PyObject *clock, double *out)
-{
-    PyObject *t = PyObject_CallNoArgs(clock);
-    if (t == NULL)
-        return NULL;
-    if (!PyFloat_CheckExact(t)) {
-        Py_DECREF(t);
-        PyErr_SetString(PyExc_TypeError, "a clock returned something not a float");
-        return NULL;
-    }
-    *out = PyFloat_AS_DOUBLE(t);
-    return t;
-}
-
 /* Calls the Python reference method `fn` on self with the same arguments. */
 static PyObject *
 reference(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -171,6 +189,8 @@ gen_enter(Generation *self, PyObject *unused)
 {
     if (!ready())
         return NULL;
+    if (Py_TYPE(self) != gen_type) /* a subclass may override what is read: Python's way */
+        return reference(py_enter, (PyObject *)self, NULL, 0, NULL);
     if (self->speech_id == NULL) {
         PyErr_SetString(PyExc_AttributeError, "speech_id");
         return NULL;
@@ -182,11 +202,11 @@ gen_enter(Generation *self, PyObject *unused)
         Py_XSETREF(self->speech_id, sid);
     }
     double wall, perf;
-    PyObject *w = call_clock(wall_clock, &wall);
+    PyObject *w = call_clock(s_wall, &wall);
     if (w == NULL)
         return NULL;
     Py_XSETREF(self->wall0, w);
-    PyObject *t = call_clock(perf_clock, &perf);
+    PyObject *t = call_clock(s_perf, &perf);
     if (t == NULL)
         return NULL;
     Py_XSETREF(self->t0, t);
@@ -198,9 +218,11 @@ gen_first_token(Generation *self, PyObject *unused)
 {
     if (!ready())
         return NULL;
+    if (Py_TYPE(self) != gen_type)
+        return reference(py_first_token, (PyObject *)self, NULL, 0, NULL);
     if (self->first == Py_None || self->first == NULL) {
         double perf;
-        PyObject *t = call_clock(perf_clock, &perf);
+        PyObject *t = call_clock(s_perf, &perf);
         if (t == NULL)
             return NULL;
         Py_XSETREF(self->first, t);
@@ -235,7 +257,7 @@ gen_set_usage(Generation *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     if (!ready())
         return NULL;
     PyObject *v[N_USAGE] = {zero, zero, zero, zero, zero, zero, zero, Py_None};
-    int fast = nargs <= 3;
+    int fast = nargs <= 3 && Py_TYPE(self) == gen_type;
     for (Py_ssize_t i = 0; fast && i < nargs; i++)
         v[i] = args[i];
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
@@ -280,6 +302,12 @@ gen_set_usage(Generation *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     Py_RETURN_NONE;
 }
 
+static inline int
+str_or_none(PyObject *x)
+{
+    return x == Py_None || PyUnicode_CheckExact(x);
+}
+
 /* timers._metadata(model, provider), remembering the last answer: the same model and
    provider objects (a model name from the agent's configuration) give the same Metadata. */
 static PyObject *last_model, *last_provider, *last_metadata;
@@ -287,10 +315,18 @@ static PyObject *last_model, *last_provider, *last_metadata;
 static PyObject *
 metadata(PyObject *model, PyObject *provider)
 {
-    if (last_metadata != NULL && model == last_model && provider == last_provider)
+    PyObject *fn = timers_global(s_metadata);
+    if (fn == NULL)
+        return NULL;
+    /* Only for exact str (their hash runs no code) and the original cache function. */
+    int cacheable = fn == metadata_of && str_or_none(model) && str_or_none(provider);
+    if (cacheable && last_metadata != NULL && model == last_model && provider == last_provider) {
+        Py_DECREF(fn);
         return Py_NewRef(last_metadata);
-    PyObject *md = PyObject_CallFunctionObjArgs(metadata_of, model, provider, NULL);
-    if (md != NULL) { /* all three replaced before any old one is released (and its
+    }
+    PyObject *md = PyObject_CallFunctionObjArgs(fn, model, provider, NULL);
+    Py_DECREF(fn);
+    if (md != NULL && cacheable) { /* all three replaced before any old one is released (and its
                           finalizer runs Python code) */
         PyObject *old[3] = {last_model, last_provider, last_metadata};
         last_model = Py_NewRef(model);
@@ -302,11 +338,6 @@ metadata(PyObject *model, PyObject *provider)
     return md;
 }
 
-static inline int
-str_or_none(PyObject *x)
-{
-    return x == Py_None || PyUnicode_CheckExact(x);
-}
 
 /* The LLMMetrics of a request that completed (no exception, no error or cancel flag),
    set field by field as msgspec does from keyword arguments; *checked says whether it is
@@ -386,7 +417,7 @@ build(Generation *self, double end, int *checked)
     if (md == NULL)
         goto error;
     double wall;
-    if ((timestamp = call_clock(wall_clock, &wall)) == NULL)
+    if ((timestamp = call_clock(s_wall, &wall)) == NULL)
         goto error;
     if ((values[F_STARTED_AT] = PyFloat_FromDouble(wall0)) == NULL ||
         (values[F_DURATION] = PyFloat_FromDouble(duration)) == NULL ||
@@ -443,16 +474,24 @@ gen_exit(Generation *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         return NULL;
     if (self->done == Py_True)
         Py_RETURN_NONE;
-    if (self->done != Py_False || nargs < 1 || nargs > 3 || kwnames != NULL ||
-        args[0] != Py_None || self->error != Py_None || self->cancelled != Py_False ||
-        self->ended_at != Py_None || self->session == NULL ||
-        _PyType_Lookup(Py_TYPE(self), s_build_checked) != py_build_checked)
+    /* The fast path: exactly LLMGeneration, not shadowed, completed, plain names (their
+       hash runs no code, so a fallback below never runs Python code twice). */
+    PyObject **dictptr = _PyObject_GetDictPtr((PyObject *)self);
+    PyObject *own = NULL;
+    if (dictptr != NULL && *dictptr != NULL &&
+        (own = PyDict_GetItemWithError(*dictptr, s_build_checked)) == NULL && PyErr_Occurred())
+        return NULL;
+    if (Py_TYPE(self) != gen_type || own != NULL || self->done != Py_False || nargs < 1 ||
+        nargs > 3 || kwnames != NULL || args[0] != Py_None || self->error != Py_None ||
+        self->cancelled != Py_False || self->ended_at != Py_None || self->session == NULL ||
+        self->model == NULL || !str_or_none(self->model) || self->provider == NULL ||
+        !str_or_none(self->provider))
         return reference(py_exit, (PyObject *)self, args, nargs, kwnames);
     /* Done before anything that can run Python code (the clock, the metadata cache), as
        in Python: a second exit, from that code or another thread, records nothing. */
     Py_XSETREF(self->done, Py_NewRef(Py_True));
     double end;
-    PyObject *t = call_clock(perf_clock, &end);
+    PyObject *t = call_clock(s_perf, &end);
     int checked = 0;
     PyObject *m = t == NULL ? NULL : build(self, end, &checked);
     Py_XDECREF(t);
@@ -496,28 +535,70 @@ static PyMethodDef gen_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-#define MEMBER(name, type, field) {name, type, offsetof(Generation, field), 0, NULL}
+#define MEMBER(name, field) {name, T_OBJECT_EX, offsetof(Generation, field), 0, NULL}
 static PyMemberDef gen_members[] = {
-    /* Set by __init__ in Python (deleted: AttributeError); the others have class
-       defaults there (deleted: None, as the default reads). */
-    MEMBER("_session", T_OBJECT_EX, session),
-    MEMBER("model", T_OBJECT_EX, model),
-    MEMBER("provider", T_OBJECT_EX, provider),
-    MEMBER("label", T_OBJECT_EX, label),
-    MEMBER("request_id", T_OBJECT_EX, request_id),
-    MEMBER("speech_id", T_OBJECT_EX, speech_id),
-    MEMBER("error", T_OBJECT, error),
-    MEMBER("cancelled", T_OBJECT, cancelled),
-    MEMBER("ended_at", T_OBJECT, ended_at),
-    MEMBER("_first", T_OBJECT, first),
-    MEMBER("_usage", T_OBJECT, usage),
-    MEMBER("_extra", T_OBJECT, extra),
-    MEMBER("_t0", T_OBJECT, t0),
-    MEMBER("_wall0", T_OBJECT, wall0),
-    MEMBER("_done", T_OBJECT, done),
+    /* Set by __init__ in Python: deleted, they raise AttributeError as there. */
+    MEMBER("_session", session),
+    MEMBER("model", model),
+    MEMBER("provider", provider),
+    MEMBER("label", label),
+    MEMBER("request_id", request_id),
+    MEMBER("speech_id", speech_id),
     {NULL, 0, 0, 0, NULL},
 };
 #undef MEMBER
+
+/* The attributes with a class default in Python: deleted, they read the default again. */
+enum { D_ERROR, D_CANCELLED, D_ENDED_AT, D_FIRST, D_USAGE, D_EXTRA, D_T0, D_WALL0, D_DONE,
+       N_DEFAULTED };
+static PyObject *defaults[N_DEFAULTED];
+
+static PyObject **
+defaulted(Generation *self, void *closure)
+{
+    switch ((int)(intptr_t)closure) {
+    case D_ERROR: return &self->error;
+    case D_CANCELLED: return &self->cancelled;
+    case D_ENDED_AT: return &self->ended_at;
+    case D_FIRST: return &self->first;
+    case D_USAGE: return &self->usage;
+    case D_EXTRA: return &self->extra;
+    case D_T0: return &self->t0;
+    case D_WALL0: return &self->wall0;
+    default: return &self->done;
+    }
+}
+
+static PyObject *
+get_defaulted(Generation *self, void *closure)
+{
+    PyObject *v = *defaulted(self, closure);
+    return Py_NewRef(v != NULL ? v : defaults[(int)(intptr_t)closure]);
+}
+
+static int
+set_defaulted(Generation *self, PyObject *value, void *closure)
+{
+    if (value == NULL)
+        value = defaults[(int)(intptr_t)closure];
+    Py_XSETREF(*defaulted(self, closure), Py_NewRef(value));
+    return 0;
+}
+
+#define DEFAULTED(name, i) {name, (getter)get_defaulted, (setter)set_defaulted, NULL, (void *)(i)}
+static PyGetSetDef gen_getset[] = {
+    DEFAULTED("error", D_ERROR),
+    DEFAULTED("cancelled", D_CANCELLED),
+    DEFAULTED("ended_at", D_ENDED_AT),
+    DEFAULTED("_first", D_FIRST),
+    DEFAULTED("_usage", D_USAGE),
+    DEFAULTED("_extra", D_EXTRA),
+    DEFAULTED("_t0", D_T0),
+    DEFAULTED("_wall0", D_WALL0),
+    DEFAULTED("_done", D_DONE),
+    {NULL, NULL, NULL, NULL, NULL},
+};
+#undef DEFAULTED
 
 static PyTypeObject GenerationCore_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -531,6 +612,7 @@ static PyTypeObject GenerationCore_Type = {
     .tp_clear = (inquiry)gen_clear,
     .tp_methods = gen_methods,
     .tp_members = gen_members,
+    .tp_getset = gen_getset,
 };
 
 /* SessionCore.llm_generation(model=None, provider=None, label="", *, request_id="",
@@ -577,9 +659,11 @@ new_llm_generation(PyObject *session, PyObject *const *args, Py_ssize_t nargs,
 static PyObject *
 configure_generation(PyObject *module, PyObject *args)
 {
-    PyObject *tp, *exit_, *build_checked, *set_usage, *llm_gen, *md, *var, *wall, *perf;
-    if (!PyArg_ParseTuple(args, "O!OOOOOOOO", &PyType_Type, &tp, &exit_, &build_checked,
-                          &set_usage, &llm_gen, &md, &var, &wall, &perf))
+    PyObject *tp, *enter, *first_token, *exit_, *build_checked, *set_usage, *llm_gen, *md, *var;
+    PyObject *globals;
+    if (!PyArg_ParseTuple(args, "O!OOOOOOOOO!", &PyType_Type, &tp, &enter, &first_token, &exit_,
+                          &build_checked, &set_usage, &llm_gen, &md, &var, &PyDict_Type,
+                          &globals))
         return NULL;
     if (llm_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure() the LLMMetrics type first");
@@ -614,15 +698,17 @@ configure_generation(PyObject *module, PyObject *args)
     Py_XSETREF(py_llm_generation, Py_NewRef(llm_gen));
     Py_XSETREF(metadata_of, Py_NewRef(md));
     Py_XSETREF(speech_id_var, Py_NewRef(var));
-    Py_XSETREF(wall_clock, Py_NewRef(wall));
-    Py_XSETREF(perf_clock, Py_NewRef(perf));
+    Py_XSETREF(timers_globals, Py_NewRef(globals));
+    Py_XSETREF(py_enter, Py_NewRef(enter));
+    Py_XSETREF(py_first_token, Py_NewRef(first_token));
     Py_RETURN_NONE;
 }
 
 static PyMethodDef generation_functions[] = {
     {"configure_generation", configure_generation, METH_VARARGS,
-     "configure_generation(LLMGeneration, exit, build_checked, set_usage, llm_generation, metadata, "
-     "speech_id_var, wall_clock, perf_clock): the references and what the C path uses."},
+     "configure_generation(LLMGeneration, enter, first_token, exit, build_checked, set_usage, "
+     "llm_generation, metadata, speech_id_var, timers_globals): the references and what the C "
+     "path uses."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -630,8 +716,15 @@ int
 generation_init(PyObject *module)
 {
     if ((zero = PyLong_FromLong(0)) == NULL || (float_zero = PyFloat_FromDouble(0.0)) == NULL ||
-        (empty_str = PyUnicode_InternFromString("")) == NULL)
+        (empty_str = PyUnicode_InternFromString("")) == NULL ||
+        (s_wall = PyUnicode_InternFromString("_wall")) == NULL ||
+        (s_perf = PyUnicode_InternFromString("_perf")) == NULL ||
+        (s_metadata = PyUnicode_InternFromString("_metadata")) == NULL)
         return -1;
+    PyObject *values[N_DEFAULTED] = {Py_None, Py_False, Py_None, Py_None, Py_None, Py_None,
+                                     float_zero, float_zero, Py_False};
+    for (int i = 0; i < N_DEFAULTED; i++)
+        defaults[i] = Py_NewRef(values[i]);
     if (PyType_Ready(&GenerationCore_Type) < 0)
         return -1;
     if (PyModule_AddObjectRef(module, "GenerationCore", (PyObject *)&GenerationCore_Type) < 0)

@@ -29,15 +29,38 @@ static PyObject *checks = NULL;       /* callmeter.model.validate.CHECKS */
 static PyObject *last_valid = NULL;   /* callmeter.model.validate.last_valid */
 static Py_ssize_t last_valid_off;     /* its "event" slot */
 static Py_ssize_t lazy_batch = 8192;  /* events a session holds before adding them up */
+extern PyObject *py_llm_generation; /* Recording.llm_generation (_speedups_generation.c) */
 static PyObject *py_emit = NULL;      /* Recording.emit_metrics */
 static PyObject *py_record = NULL;    /* Recording._record_checked */
 static PyObject *py_collect = NULL;   /* Collecting.collect */
 static PyObject *isawaitable = NULL;  /* inspect.isawaitable */
 
-static PyObject *core_record_checked_descr = NULL; /* SessionCore._record_checked */
+static PyTypeObject *session_type = NULL;   /* AgentSession: the C path serves it exactly */
+static PyTypeObject *collector_type = NULL; /* UsageCollector */
 static PyObject *s_metrics_collected, *s_get, *s_record_checked, *s_emit_slow, *s_flush, *s_add, *s_handler_failed,
     *s_schedule, *s_dispatch, *s_record_failed, *s_collect_close, *s_collect_slow,
     *s_speech_id, *s_timestamp;
+
+/* 1 when the C path may serve self: its class is exactly the one configured (a subclass
+   may override any attribute the C code reads, with a property or a class attribute)
+   and the instance does not shadow the method `name` (a mock, a wrapper). */
+static int
+served(PyObject *self, PyTypeObject *exact, PyObject *name)
+{
+    if (exact == NULL || Py_TYPE(self) != exact)
+        return 0;
+    if (name != NULL) {
+        PyObject **dictptr = _PyObject_GetDictPtr(self);
+        if (dictptr != NULL && *dictptr != NULL) {
+            PyObject *own = PyDict_GetItemWithError(*dictptr, name);
+            if (own != NULL || PyErr_Occurred()) {
+                PyErr_Clear();
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
 
 static int
 configured(void)
@@ -402,7 +425,7 @@ core_emit_metrics(SessionCore *self, PyObject *const *args, Py_ssize_t nargs,
 {
     if (!configured())
         return NULL;
-    if (nargs != 1 || kwnames != NULL) {
+    if (nargs != 1 || kwnames != NULL || !served((PyObject *)self, session_type, s_record_checked)) {
         PyObject *bound = PyMethod_New(py_emit, (PyObject *)self);
         PyObject *res = bound == NULL ? NULL
                                       : PyObject_Vectorcall(bound, args, nargs, kwnames);
@@ -415,8 +438,6 @@ core_emit_metrics(SessionCore *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     if (!ok) /* the Python check names what is wrong, or accepts a subclass */
         return PyObject_CallMethodOneArg((PyObject *)self, s_emit_slow, m);
-    if (_PyType_Lookup(Py_TYPE(self), s_record_checked) != core_record_checked_descr)
-        return PyObject_CallMethodOneArg((PyObject *)self, s_record_checked, m); /* overridden */
     return record(self, m);
 }
 
@@ -425,6 +446,8 @@ core_record_checked(SessionCore *self, PyObject *m)
 {
     if (!configured())
         return NULL;
+    if (!served((PyObject *)self, session_type, NULL))
+        return PyObject_CallFunctionObjArgs(py_record, (PyObject *)self, m, NULL);
     return record(self, m);
 }
 
@@ -432,6 +455,14 @@ static PyObject *
 core_llm_generation(SessionCore *self, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames)
 {
+    if (!served((PyObject *)self, session_type, NULL)) {
+        if (!configured())
+            return NULL;
+        PyObject *bound = PyMethod_New(py_llm_generation, (PyObject *)self);
+        PyObject *res = bound == NULL ? NULL : PyObject_Vectorcall(bound, args, nargs, kwnames);
+        Py_XDECREF(bound);
+        return res;
+    }
     return new_llm_generation((PyObject *)self, args, nargs, kwnames);
 }
 
@@ -531,7 +562,7 @@ ccore_collect(CollectorCore *self, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_RuntimeError, "callmeter._speedups is not configured");
         return NULL;
     }
-    if (nargs != 1 || kwnames != NULL)
+    if (nargs != 1 || kwnames != NULL || !served((PyObject *)self, collector_type, NULL))
         return call_py_collect((PyObject *)self, args, nargs, kwnames);
     PyObject *m = args[0];
     if (m != FIELD(last_valid, last_valid_off)) { /* not just validated by a session */
@@ -673,7 +704,26 @@ configure_record(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+serve_classes(PyObject *module, PyObject *args)
+{
+    PyObject *session, *collector;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &session, &PyType_Type, &collector))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)session, &SessionCore_Type) ||
+        !PyType_IsSubtype((PyTypeObject *)collector, &CollectorCore_Type)) {
+        PyErr_SetString(PyExc_TypeError, "the classes must have the C bases");
+        return NULL;
+    }
+    Py_XSETREF(session_type, (PyTypeObject *)Py_NewRef(session));
+    Py_XSETREF(collector_type, (PyTypeObject *)Py_NewRef(collector));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef record_functions[] = {
+    {"serve_classes", serve_classes, METH_VARARGS,
+     "serve_classes(AgentSession, UsageCollector): the exact classes the C path serves "
+     "(instances of subclasses take the Python path)."},
     {"configure_collect", configure_collect, METH_VARARGS,
      "configure_collect(close_type, checks, last_valid, collect): what CollectorCore uses."},
     {"configure_record", configure_record, METH_VARARGS,
@@ -687,10 +737,7 @@ record_init(PyObject *module)
 {
     if (PyType_Ready(&SessionCore_Type) < 0 || PyType_Ready(&CollectorCore_Type) < 0)
         return -1;
-    core_record_checked_descr = PyDict_GetItemString(SessionCore_Type.tp_dict, "_record_checked");
-    if (core_record_checked_descr == NULL)
-        return -1;
-    Py_INCREF(core_record_checked_descr);
+
     if (PyModule_AddObjectRef(module, "SessionCore", (PyObject *)&SessionCore_Type) < 0 ||
         PyModule_AddObjectRef(module, "CollectorCore", (PyObject *)&CollectorCore_Type) < 0)
         return -1;

@@ -14,6 +14,7 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+from .._native import speedups
 from ..errors import InvalidArgumentError
 from ..latency.summary import LatencySummary
 from ..latency.turns import LatencyBudget
@@ -380,3 +381,8 @@ class AgentSession(EventEmitter, RecordingBase):
             return sync_wrapper  # type: ignore[return-value]
 
         return wrap if fn is None else wrap(fn)
+
+
+if speedups is not None and issubclass(AgentSession, speedups.SessionCore):
+    # The C path serves these exact classes; instances of subclasses take the Python path.
+    speedups.serve_classes(AgentSession, UsageCollector)

@@ -10,20 +10,21 @@ of, several or async handlers, a failure to log), so both paths behave the same.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
-from .._native import c_state, speedups
+from .._native import c_reduce, c_state, speedups
 from ..errors import InvalidArgumentError
 from ..model import validate
 from ..model.events import RECORD_VERSION, MetricsCollectedEvent
 from ..model.types import AgentMetrics
 from ..usage import collecting  # noqa: F401  (configures the C collect path first)
+from . import timers
 from .context import current_speech_id_var
 from .emitter import _PROPAGATE
-from .timers import LLMGeneration, PyLLMGeneration, _metadata
+from .timers import LLMGeneration, PyLLMGeneration
 
 if TYPE_CHECKING:
     from .agent_session import AgentSession
@@ -147,15 +148,15 @@ class Recording:
 
     def _record_failed(self) -> None:
         # Called while the failure is being handled (also from the C path).
-        logger.exception("callmeter: recording a metrics event failed")
+        with contextlib.suppress(Exception):  # a broken logging setup must not reach the agent
+            logger.exception("callmeter: recording a metrics event failed")
 
 
 if not TYPE_CHECKING and speedups is not None:  # LLMGeneration has its C base then
     speedups.configure_generation(
-        LLMGeneration, PyLLMGeneration.__exit__, PyLLMGeneration._build_checked,
-        PyLLMGeneration.set_usage,
-        Recording.llm_generation, _metadata, current_speech_id_var, time.time,
-        time.perf_counter,
+        LLMGeneration, PyLLMGeneration.__enter__, PyLLMGeneration.first_token,
+        PyLLMGeneration.__exit__, PyLLMGeneration._build_checked, PyLLMGeneration.set_usage,
+        Recording.llm_generation, timers._metadata, current_speech_id_var, vars(timers),
     )  # fmt: skip
 
 # The fields _speedups_record.c sets, in order, when it builds a MetricsCollectedEvent.
@@ -180,3 +181,6 @@ if (
 
         def __getstate__(self) -> Any:
             return c_state(self, speedups.SessionCore)
+
+        def __reduce__(self) -> Any:
+            return c_reduce(self, speedups.SessionCore)

@@ -19,7 +19,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._native import c_state, speedups
+from .._native import c_reduce, c_state, speedups
 from ..model.types import LLMMetrics, Metadata, STTMetrics, ToolMetrics, TTSMetrics
 from .context import current_speech_id_var, current_tool_name_var
 
@@ -361,6 +361,9 @@ if not TYPE_CHECKING and speedups is not None:
 
         def __getstate__(self) -> Any:
             return c_state(self, speedups.GenerationCore)
+
+        def __reduce__(self) -> Any:
+            return c_reduce(self, speedups.GenerationCore)
 
 
 class ToolCall(_Timer):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .._native import c_state, speedups
+from .._native import c_reduce, c_state, speedups
 from ..model import validate
 from ..model.events import CloseEvent
 from ..model.types import AgentMetrics
@@ -78,3 +78,6 @@ if not TYPE_CHECKING and speedups is not None:
 
         def __getstate__(self) -> Any:
             return c_state(self, speedups.CollectorCore)
+
+        def __reduce__(self) -> Any:
+            return c_reduce(self, speedups.CollectorCore)
