@@ -249,3 +249,43 @@ def test_invalid_usage_in_helpers_is_logged_not_raised(caplog):
     assert u.llm_usage_unreported == 1 and u.llm_prompt_tokens == 0
     assert u.tts_characters_count == 0 and u.stt_audio_duration == 0
     assert caplog.text.count("invalid") == 3
+
+
+def test_valid_subclasses_of_metric_types_are_counted_as_their_base():
+    # A user type adding a field to a callmeter metric passes validation; its usage must
+    # be in the totals (collectors add up exact classes, so it is counted as its base).
+    from callmeter import AgentSession
+    from callmeter import metrics as m
+
+    class MyLLM(m.LLMMetrics, tag="my_llm"):
+        tenant: str = ""
+
+    class MySTT(m.STTMetrics, tag="my_stt"):
+        tenant: str = ""
+
+    class MyTool(m.ToolMetrics, tag="my_tool"):
+        tenant: str = ""
+
+    md = m.Metadata(model_name="gpt-4o-mini", model_provider="openai")
+    events = [
+        MyLLM(timestamp=T0, started_at=T0, duration=1.0, prompt_tokens=100,
+              completion_tokens=20, metadata=md, tenant="a"),
+        m.LLMMetrics(timestamp=T0, started_at=T0, duration=1.0, prompt_tokens=1, metadata=md),
+        MySTT(timestamp=T0, started_at=T0, duration=0.5, audio_duration=2.0, tenant="a"),
+        MyTool(timestamp=T0, started_at=T0, duration=0.3, tool_name="lookup", tenant="a"),
+    ]  # fmt: skip
+    session = AgentSession(session_id="x")
+    direct = UsageCollector()
+    fed: list = []
+    via_handler = UsageCollector()
+    session.on("metrics_collected", lambda ev: (fed.append(ev.metrics), via_handler(ev.metrics)))
+    for e in events:
+        session.emit_metrics(e)
+        direct.collect(e)
+    assert fed == events and type(fed[0]) is MyLLM  # handlers get the caller's objects
+    for summary in (session.usage, direct.get_summary(), via_handler.get_summary()):
+        assert summary.llm_requests == 2
+        assert summary.llm_prompt_tokens == 101
+        assert summary.stt_audio_duration == 2.0
+        assert summary.tool_calls == 1
+    assert session.rejected_events == direct.rejected_events == 0

@@ -34,6 +34,17 @@ static PyObject *py_emit = NULL;      /* Recording.emit_metrics */
 static PyObject *py_record = NULL;    /* Recording._record_checked */
 static PyObject *py_collect = NULL;   /* Collecting.collect */
 static PyObject *isawaitable = NULL;  /* inspect.isawaitable */
+static PyObject *as_counted = NULL;   /* validate.as_counted */
+
+/* 1 when m's class is a callmeter metrics class (collectors add up exact classes),
+   0 for a subclass, -1 on error. */
+static int
+exact_class(PyObject *m)
+{
+    if (Py_TYPE(m) == llm_type)
+        return 1;
+    return PyDict_Contains(checks, (PyObject *)Py_TYPE(m));
+}
 
 static PyTypeObject *session_type = NULL;   /* AgentSession: the C path serves it exactly */
 static PyTypeObject *collector_type = NULL; /* UsageCollector */
@@ -300,9 +311,26 @@ record_body(SessionCore *self, PyObject *m)
 {
     PyObject *seq = NULL, *created_at = NULL, *handlers = NULL, *event = NULL, *fast = NULL;
     PyObject *turns = NULL, *sid = NULL, *turn = NULL, *next_seq = NULL;
-    if (PyList_Append(self->pending, m) < 0)
+    int exact = exact_class(m);
+    if (exact < 0)
         goto fail;
-    if (PyList_GET_SIZE(self->pending) >= lazy_batch) {
+    if (exact) {
+        if (PyList_Append(self->pending, m) < 0)
+            goto fail;
+    }
+    else { /* a valid subclass: added up as its callmeter class */
+        PyObject *counted = PyObject_CallOneArg(as_counted, m);
+        if (counted == NULL)
+            goto fail;
+        PyObject *pending = slot(self->pending, "_pending");
+        int rc = pending == NULL ? -1 : PyList_Append(pending, counted);
+        Py_XDECREF(pending);
+        Py_DECREF(counted);
+        if (rc < 0)
+            goto fail;
+    }
+    if (self->pending != NULL && PyList_Check(self->pending) &&
+        PyList_GET_SIZE(self->pending) >= lazy_batch) {
         PyObject *collector = Py_NewRef(self->collector);
         PyObject *res = PyObject_CallMethodNoArgs(collector, s_flush);
         Py_DECREF(collector);
@@ -565,7 +593,14 @@ ccore_collect(CollectorCore *self, PyObject *const *args, Py_ssize_t nargs,
     if (nargs != 1 || kwnames != NULL || !served((PyObject *)self, collector_type, NULL))
         return call_py_collect((PyObject *)self, args, nargs, kwnames);
     PyObject *m = args[0];
-    if (m != FIELD(last_valid, last_valid_off)) { /* not just validated by a session */
+    if (m == FIELD(last_valid, last_valid_off)) { /* just validated by a session */
+        int exact = exact_class(m);
+        if (exact < 0)
+            return NULL;
+        if (!exact) /* a subclass: counted as its base class */
+            return PyObject_CallMethodOneArg((PyObject *)self, s_collect_slow, m);
+    }
+    else {
         if (Py_TYPE(m) == close_type)
             return PyObject_CallMethodOneArg((PyObject *)self, s_collect_close, m);
         int ok = check_event(m);
@@ -659,9 +694,9 @@ intern_names(void)
 static PyObject *
 configure_collect(PyObject *module, PyObject *args)
 {
-    PyObject *close, *checks_, *last, *coll;
-    if (!PyArg_ParseTuple(args, "O!O!OO", &PyType_Type, &close, &PyDict_Type, &checks_, &last,
-                          &coll))
+    PyObject *close, *checks_, *last, *coll, *counted;
+    if (!PyArg_ParseTuple(args, "O!O!OOO", &PyType_Type, &close, &PyDict_Type, &checks_, &last,
+                          &coll, &counted))
         return NULL;
     if (llm_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure() the LLMMetrics type first");
@@ -673,6 +708,7 @@ configure_collect(PyObject *module, PyObject *args)
     Py_XSETREF(checks, Py_NewRef(checks_));
     Py_XSETREF(last_valid, Py_NewRef(last));
     Py_XSETREF(py_collect, Py_NewRef(coll));
+    Py_XSETREF(as_counted, Py_NewRef(counted));
     Py_RETURN_NONE;
 }
 
@@ -725,7 +761,8 @@ static PyMethodDef record_functions[] = {
      "serve_classes(AgentSession, UsageCollector): the exact classes the C path serves "
      "(instances of subclasses take the Python path)."},
     {"configure_collect", configure_collect, METH_VARARGS,
-     "configure_collect(close_type, checks, last_valid, collect): what CollectorCore uses."},
+     "configure_collect(close_type, checks, last_valid, collect, as_counted): what "
+     "CollectorCore uses."},
     {"configure_record", configure_record, METH_VARARGS,
      "configure_record(event_type, version, lazy_batch, emit_metrics, record_checked, "
      "isawaitable): what SessionCore uses."},

@@ -475,6 +475,21 @@ def _find_check(metrics: Any) -> Callable[[Any], str | None] | None:
     return None
 
 
+def as_counted(metrics: Any) -> Any:
+    """A valid event as collectors add it up: itself when its class is a callmeter metrics
+    class, else (a subclass, with its own fields) a copy as its callmeter base class.
+
+    Totals dispatch on the exact class; without this, a subclass would be counted nowhere.
+    """
+    cls = type(metrics)
+    if cls in _CHECKS:
+        return metrics
+    for base in cls.__mro__[1:]:
+        if base in _CHECKS:
+            return base(**{f: getattr(metrics, f) for f in base.__struct_fields__})
+    return metrics
+
+
 def describe(metrics: Any, limit: int = 300) -> str:
     """A short, never-raising ``repr`` of an event for log lines."""
     try:

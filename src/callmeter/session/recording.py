@@ -39,6 +39,7 @@ _CHECKS = validate.CHECKS
 _new_generation = LLMGeneration.__new__
 _check = validate.check
 _last_valid = validate.last_valid
+_as_counted = validate.as_counted
 
 
 def check_str(name: str, value: object) -> None:
@@ -85,7 +86,7 @@ class Recording:
         _last_valid.event = metrics
         try:
             pending = self._pending
-            pending.append(metrics)
+            pending.append(metrics if type(metrics) in _CHECKS else _as_counted(metrics))
             if len(pending) >= LAZY_BATCH:
                 self._collector._flush()
             if self._open_turns:  # hand the event to the open turn it belongs to

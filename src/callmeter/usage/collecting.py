@@ -46,6 +46,9 @@ class Collecting:
             if not ok:
                 self._collect_slow(metrics)
                 return
+        elif type(metrics) not in _CHECKS:  # a subclass a session accepted: counted as its base
+            self._collect_slow(metrics)
+            return
         buf = self._buf
         buf.append(metrics)  # atomic: no lock on the per-event path
         if len(buf) >= self._batch:
@@ -61,7 +64,7 @@ class Collecting:
             self.note_rejected(metrics)
             return
         buf = self._buf
-        buf.append(metrics)
+        buf.append(validate.as_counted(metrics))
         if len(buf) >= self._batch:
             self._flush()
 
@@ -69,7 +72,9 @@ class Collecting:
 CollectingBase = Collecting
 """Collecting, with its common case in C when the extension is built."""
 if not TYPE_CHECKING and speedups is not None:
-    speedups.configure_collect(CloseEvent, _CHECKS, _last_valid, Collecting.collect)
+    speedups.configure_collect(
+        CloseEvent, _CHECKS, _last_valid, Collecting.collect, validate.as_counted
+    )
 
     class CollectingBase(speedups.CollectorCore, Collecting):
         """:class:`Collecting` with its common case in C."""
