@@ -22,20 +22,21 @@ if os.environ.get("CALLMETER_PURE_PYTHON", "").strip() in ("", "0"):
         speedups = None
 
 
-def c_reduce(obj: object, base: type) -> tuple[Any, ...]:
-    """``__reduce__`` for a class with a C base from this module: rebuilt with
-    ``cls.__new__`` and :func:`c_state`, with every pickle protocol (0 and 1 would
-    otherwise try to rebuild the C base itself)."""
-    return copyreg.__newobj__, (type(obj),), c_state(obj, base)
+class CState:
+    """Mixin for a class with a C base from this module: ``copy`` and ``pickle`` see the
+    values in the base's slots, as they see the ``__dict__`` of the pure-Python class, and
+    every pickle protocol works (0 and 1 would otherwise try to rebuild the C base)."""
 
+    __slots__ = ()
 
-def c_state(obj: object, base: type) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """``__getstate__`` for a class with a C base from this module: its ``__dict__`` and
-    the values in the base's slots, so ``copy`` and ``pickle`` treat it as they treat the
-    pure-Python class (whose state is all in ``__dict__``)."""
-    slots = {}
-    for name, descr in vars(base).items():
-        if isinstance(descr, MemberDescriptorType | GetSetDescriptorType):
-            with contextlib.suppress(AttributeError):  # deleted: stays deleted in the copy
-                slots[name] = descr.__get__(obj, type(obj))
-    return getattr(obj, "__dict__", None) or None, slots
+    def __getstate__(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        base = next(c for c in type(self).__mro__ if c.__module__ == "callmeter._speedups")
+        slots = {}
+        for name, descr in vars(base).items():
+            if isinstance(descr, MemberDescriptorType | GetSetDescriptorType):
+                with contextlib.suppress(AttributeError):  # deleted: stays deleted in the copy
+                    slots[name] = descr.__get__(self, type(self))
+        return getattr(self, "__dict__", None) or None, slots
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return copyreg.__newobj__, (type(self),), self.__getstate__()

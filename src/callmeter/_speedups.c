@@ -73,6 +73,20 @@ configure(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyObject *
+call_reference(PyObject *fn, PyObject *self, PyObject *const *args, size_t nargsf,
+               PyObject *kwnames)
+{
+    if (fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "callmeter._speedups is not configured");
+        return NULL;
+    }
+    PyObject *bound = PyMethod_New(fn, self);
+    PyObject *res = bound == NULL ? NULL : PyObject_Vectorcall(bound, args, nargsf, kwnames);
+    Py_XDECREF(bound);
+    return res;
+}
+
 /* -- the check ------------------------------------------------------------------------ */
 
 /* A float or int (exact classes) with lo <= x <= hi, or x == -1 when minus_one. */

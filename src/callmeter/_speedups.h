@@ -27,6 +27,10 @@ extern Py_ssize_t llm_off[N_LLM]; /* its field slots, by the enum above */
 int slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *out);
 /* 1 when an LLMMetrics is plainly valid; 0 when unsure (the Python check decides). */
 int llm_valid(PyObject *m);
+/* fn(self, *args, **kwargs) for the Python reference method fn of a C method (vectorcall
+   arguments as received); RuntimeError when fn is not configured yet. */
+PyObject *call_reference(PyObject *fn, PyObject *self, PyObject *const *args, size_t nargsf,
+                         PyObject *kwnames);
 /* SessionCore.llm_generation (_speedups_generation.c). */
 PyObject *new_llm_generation(PyObject *session, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames);

@@ -160,21 +160,6 @@ gen_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs)
     return gen_alloc(tp);
 }
 
-/* Calls the Python reference method `fn` on self with the same arguments. */
-static PyObject *
-reference(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-          PyObject *kwnames)
-{
-    if (fn == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "callmeter._speedups is not configured");
-        return NULL;
-    }
-    PyObject *bound = PyMethod_New(fn, self);
-    PyObject *res = bound == NULL ? NULL : PyObject_Vectorcall(bound, args, nargs, kwnames);
-    Py_XDECREF(bound);
-    return res;
-}
-
 static int
 ready(void)
 {
@@ -190,7 +175,7 @@ gen_enter(Generation *self, PyObject *unused)
     if (!ready())
         return NULL;
     if (Py_TYPE(self) != gen_type) /* a subclass may override what is read: Python's way */
-        return reference(py_enter, (PyObject *)self, NULL, 0, NULL);
+        return call_reference(py_enter, (PyObject *)self, NULL, 0, NULL);
     if (self->speech_id == NULL) {
         PyErr_SetString(PyExc_AttributeError, "speech_id");
         return NULL;
@@ -219,7 +204,7 @@ gen_first_token(Generation *self, PyObject *unused)
     if (!ready())
         return NULL;
     if (Py_TYPE(self) != gen_type)
-        return reference(py_first_token, (PyObject *)self, NULL, 0, NULL);
+        return call_reference(py_first_token, (PyObject *)self, NULL, 0, NULL);
     if (self->first == Py_None || self->first == NULL) {
         double perf;
         PyObject *t = call_clock(s_perf, &perf);
@@ -279,7 +264,7 @@ gen_set_usage(Generation *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
         fast = is_count(v[k]);
     fast = fast && (v[7] == Py_None || is_count(v[7]));
     if (!fast) /* not plain non-negative ints: the reference logs it and forgets the usage */
-        return reference(py_set_usage, (PyObject *)self, args, nargs, kwnames);
+        return call_reference(py_set_usage, (PyObject *)self, args, nargs, kwnames);
     PyObject *total = v[7] == Py_None ? PyNumber_Add(v[0], v[1]) : Py_NewRef(v[7]);
     if (total == NULL)
         return NULL;
@@ -486,7 +471,7 @@ gen_exit(Generation *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
         self->cancelled != Py_False || self->ended_at != Py_None || self->session == NULL ||
         self->model == NULL || !str_or_none(self->model) || self->provider == NULL ||
         !str_or_none(self->provider))
-        return reference(py_exit, (PyObject *)self, args, nargs, kwnames);
+        return call_reference(py_exit, (PyObject *)self, args, nargs, kwnames);
     /* Done before anything that can run Python code (the clock, the metadata cache), as
        in Python: a second exit, from that code or another thread, records nothing. */
     Py_XSETREF(self->done, Py_NewRef(Py_True));
@@ -501,7 +486,7 @@ gen_exit(Generation *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
             return NULL;
         PyErr_Clear();
         Py_XSETREF(self->done, Py_NewRef(Py_False));
-        return reference(py_exit, (PyObject *)self, args, nargs, kwnames);
+        return call_reference(py_exit, (PyObject *)self, args, nargs, kwnames);
     }
     if (self->session == NULL) { /* deleted while the metric was built */
         Py_DECREF(m);
@@ -643,7 +628,7 @@ new_llm_generation(PyObject *session, PyObject *const *args, Py_ssize_t nargs,
     }
     /* Bad model or provider types raise InvalidArgumentError in the reference. */
     if (!fast || !str_or_none(v[0]) || !str_or_none(v[1]))
-        return reference(py_llm_generation, session, args, nargs, kwnames);
+        return call_reference(py_llm_generation, session, args, nargs, kwnames);
     Generation *gen = (Generation *)gen_alloc(gen_type);
     if (gen == NULL)
         return NULL;

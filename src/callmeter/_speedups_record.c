@@ -453,13 +453,8 @@ core_emit_metrics(SessionCore *self, PyObject *const *args, Py_ssize_t nargs,
 {
     if (!configured())
         return NULL;
-    if (nargs != 1 || kwnames != NULL || !served((PyObject *)self, session_type, s_record_checked)) {
-        PyObject *bound = PyMethod_New(py_emit, (PyObject *)self);
-        PyObject *res = bound == NULL ? NULL
-                                      : PyObject_Vectorcall(bound, args, nargs, kwnames);
-        Py_XDECREF(bound);
-        return res;
-    }
+    if (nargs != 1 || kwnames != NULL || !served((PyObject *)self, session_type, s_record_checked))
+        return call_reference(py_emit, (PyObject *)self, args, nargs, kwnames);
     PyObject *m = args[0];
     int ok = check_event(m);
     if (ok < 0)
@@ -483,14 +478,8 @@ static PyObject *
 core_llm_generation(SessionCore *self, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames)
 {
-    if (!served((PyObject *)self, session_type, NULL)) {
-        if (!configured())
-            return NULL;
-        PyObject *bound = PyMethod_New(py_llm_generation, (PyObject *)self);
-        PyObject *res = bound == NULL ? NULL : PyObject_Vectorcall(bound, args, nargs, kwnames);
-        Py_XDECREF(bound);
-        return res;
-    }
+    if (!served((PyObject *)self, session_type, NULL))
+        return call_reference(py_llm_generation, (PyObject *)self, args, nargs, kwnames);
     return new_llm_generation((PyObject *)self, args, nargs, kwnames);
 }
 
@@ -574,15 +563,6 @@ ccore_dealloc(CollectorCore *self)
 }
 
 static PyObject *
-call_py_collect(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    PyObject *bound = PyMethod_New(py_collect, self);
-    PyObject *res = bound == NULL ? NULL : PyObject_Vectorcall(bound, args, nargsf, kwnames);
-    Py_XDECREF(bound);
-    return res;
-}
-
-static PyObject *
 ccore_collect(CollectorCore *self, PyObject *const *args, Py_ssize_t nargs,
               PyObject *kwnames)
 {
@@ -591,7 +571,7 @@ ccore_collect(CollectorCore *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     if (nargs != 1 || kwnames != NULL || !served((PyObject *)self, collector_type, NULL))
-        return call_py_collect((PyObject *)self, args, nargs, kwnames);
+        return call_reference(py_collect, (PyObject *)self, args, nargs, kwnames);
     PyObject *m = args[0];
     if (m == FIELD(last_valid, last_valid_off)) { /* just validated by a session */
         int exact = exact_class(m);

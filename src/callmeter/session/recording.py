@@ -15,7 +15,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .._native import c_reduce, c_state, speedups
+from .._native import CState, speedups
 from ..errors import InvalidArgumentError
 from ..model import validate
 from ..model.events import RECORD_VERSION, MetricsCollectedEvent
@@ -175,13 +175,7 @@ if (
         Recording._record_checked, inspect.isawaitable,
     )  # fmt: skip
 
-    class RecordingBase(speedups.SessionCore, Recording):
+    class RecordingBase(speedups.SessionCore, Recording, CState):
         """:class:`Recording` with its common case in C."""
 
         __slots__ = ()
-
-        def __getstate__(self) -> Any:
-            return c_state(self, speedups.SessionCore)
-
-        def __reduce__(self) -> Any:
-            return c_reduce(self, speedups.SessionCore)

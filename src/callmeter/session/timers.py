@@ -19,7 +19,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._native import c_reduce, c_state, speedups
+from .._native import CState, speedups
 from ..model.types import LLMMetrics, Metadata, STTMetrics, ToolMetrics, TTSMetrics
 from .context import current_speech_id_var, current_tool_name_var
 
@@ -354,16 +354,10 @@ PyLLMGeneration = LLMGeneration
 
 if not TYPE_CHECKING and speedups is not None:
 
-    class LLMGeneration(speedups.GenerationCore, PyLLMGeneration):
+    class LLMGeneration(speedups.GenerationCore, PyLLMGeneration, CState):
         # The C base handles the common case of __enter__, first_token, set_usage and
         # __exit__, and calls PyLLMGeneration's methods for everything else.
         __doc__ = PyLLMGeneration.__doc__
-
-        def __getstate__(self) -> Any:
-            return c_state(self, speedups.GenerationCore)
-
-        def __reduce__(self) -> Any:
-            return c_reduce(self, speedups.GenerationCore)
 
 
 class ToolCall(_Timer):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .._native import c_reduce, c_state, speedups
+from .._native import CState, speedups
 from ..model import validate
 from ..model.events import CloseEvent
 from ..model.types import AgentMetrics
@@ -76,13 +76,7 @@ if not TYPE_CHECKING and speedups is not None:
         CloseEvent, _CHECKS, _last_valid, Collecting.collect, validate.as_counted
     )
 
-    class CollectingBase(speedups.CollectorCore, Collecting):
+    class CollectingBase(speedups.CollectorCore, Collecting, CState):
         """:class:`Collecting` with its common case in C."""
 
         __slots__ = ()
-
-        def __getstate__(self) -> Any:
-            return c_state(self, speedups.CollectorCore)
-
-        def __reduce__(self) -> Any:
-            return c_reduce(self, speedups.CollectorCore)
